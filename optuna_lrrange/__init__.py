@@ -1,0 +1,54 @@
+"""optuna-lrrange: the learning-rate range test inside Optuna studies.
+
+``import optuna_lrrange`` stays light: the numpy core is imported at once, everything that
+needs Optuna, torch, pandas or matplotlib only when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from optuna_lrrange.core import (
+    RULES,
+    RangeTestConfig,
+    Suggestion,
+    Sweep,
+    run_range_test,
+    suggest,
+)
+
+__version__ = "0.1.0"
+
+# name -> module that defines it, imported on first access.
+_LAZY = {
+    "LRRangeSampler": "optuna_lrrange._sampler",
+    "attach": "optuna_lrrange._sampler",
+    "get_sweeps": "optuna_lrrange._records",
+}
+
+if TYPE_CHECKING:
+    from optuna_lrrange._records import get_sweeps
+    from optuna_lrrange._sampler import LRRangeSampler, attach
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'optuna_lrrange' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = [
+    "RULES",
+    "LRRangeSampler",
+    "RangeTestConfig",
+    "Suggestion",
+    "Sweep",
+    "attach",
+    "get_sweeps",
+    "run_range_test",
+    "suggest",
+]

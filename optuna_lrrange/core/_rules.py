@@ -1,0 +1,268 @@
+"""Suggestion rules: pure functions of the raw ``(lrs, losses)`` of one sweep.
+
+Every rule has the signature ``rule(lrs, losses) -> Suggestion`` (extra settings are
+keyword-only with defaults) and never modifies its inputs. Only the finite prefix of the
+losses is read: a sweep that hit NaN or inf is judged on what came before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+import math
+
+import numpy as np
+
+from optuna_lrrange.core._smoothing import ema, loss_change
+
+#: Fewest finite points a rule needs before it will suggest anything.
+MIN_POINTS = 10
+
+#: Reasons a rule gives when it cannot suggest a rate.
+TOO_FEW_POINTS = "too_few_points"
+NEVER_DESCENDS = "never_descends"
+DIVERGED_AT_ONCE = "diverged_at_once"
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """What a rule makes of a sweep.
+
+    Attributes:
+        lr: The suggested learning rate, or ``None`` when no suggestion can be made.
+        band: ``(low, high)``: the steepest-descent band, the interval around the steepest
+            descent where the loss still falls fast; ``None`` when there is none.
+        method: The rule's name.
+        reason: Why ``lr`` is ``None`` (``"too_few_points"``, ``"never_descends"``,
+            ``"diverged_at_once"``); ``None`` when there is a suggestion.
+    """
+
+    lr: float | None
+    band: tuple[float, float] | None
+    method: str
+    reason: str | None = None
+
+
+Rule = Callable[[Sequence[float], Sequence[float]], Suggestion]
+
+
+def _scaled(k: int, n: int) -> int:
+    """A window or skip length meant for a 100-step sweep, scaled down for shorter ones."""
+    return k if n >= 100 else max(1, (k * n) // 100)
+
+
+def _validated(lrs: Sequence[float], losses: Sequence[float]) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Checks the inputs; returns the finite prefix and whether a non-finite loss followed."""
+    lr = np.asarray(lrs, dtype=float)
+    loss = np.asarray(losses, dtype=float)
+    if lr.ndim != 1 or loss.ndim != 1 or lr.size != loss.size:
+        raise ValueError(
+            "`lrs` and `losses` must be 1-D and of equal length, but got shapes "
+            f"{lr.shape} and {loss.shape}."
+        )
+    if lr.size and (not np.all(np.isfinite(lr)) or np.any(lr <= 0)):
+        raise ValueError(f"every learning rate must be positive and finite, but got {lr!r}.")
+    if lr.size > 1 and np.any(np.diff(lr) <= 0):
+        raise ValueError("`lrs` must be strictly increasing, but it is not.")
+    bad = np.flatnonzero(~np.isfinite(loss))
+    n = int(bad[0]) if bad.size else loss.size
+    return lr[:n], loss[:n], bool(bad.size)
+
+
+def _precheck(lr: np.ndarray, loss: np.ndarray, hit_non_finite: bool) -> str | None:
+    """The reason no rule can suggest anything from this sweep, or ``None``."""
+    n = lr.size
+    if n < MIN_POINTS:
+        if hit_non_finite or (n >= 2 and loss[-1] > loss[0]):
+            return DIVERGED_AT_ONCE
+        return TOO_FEW_POINTS
+    k = max(3, n // 10)
+    start = float(np.median(loss[:k]))
+    low = float(np.min(ema(loss)[k:]))
+    step = np.diff(loss)
+    noise = 1.4826 * float(np.median(np.abs(step - np.median(step)))) / math.sqrt(2)
+    if start - low <= 2 * noise:
+        return NEVER_DESCENDS
+    return None
+
+
+def _fail(method: str, reason: str) -> Suggestion:
+    return Suggestion(lr=None, band=None, method=method, reason=reason)
+
+
+def _trimmed_smoothed(lr: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """fastai's view of a sweep: EMA-smoothed, first 10% and last 5 steps dropped."""
+    n = lr.size
+    start, end = n // 10, n - _scaled(5, n)
+    return lr[start:end], ema(loss)[start:end]
+
+
+def steepest_band(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    *,
+    sma_window: int = 20,
+    frac: float = 0.5,
+    max_decades: float = 1.5,
+) -> Suggestion:
+    """The steepest-descent band, and the rate at its steepest point.
+
+    The loss change per decade is the SMA over ``sma_window`` steps, that is the slope of
+    the secant between ``lr[i - w]`` and ``lr[i]``, placed at their geometric middle. The
+    band is the run of such slopes around the steepest one that stay at or below ``frac``
+    times it, trimmed symmetrically (in log-lr) to at most ``max_decades`` decades.
+    """
+    method = "steepest_band"
+    lr, loss, hit = _validated(lrs, losses)
+    reason = _precheck(lr, loss, hit)
+    if reason:
+        return _fail(method, reason)
+    w = min(_scaled(sma_window, lr.size), lr.size - 1)
+    slope = loss_change(lr, loss, w)
+    valid = np.flatnonzero(np.isfinite(slope))
+    i_best = int(valid[np.argmin(slope[valid])])
+    if not slope[i_best] < 0:
+        return _fail(method, NEVER_DESCENDS)
+    limit = frac * slope[i_best]
+    lo = hi = i_best
+    while lo - 1 >= valid[0] and slope[lo - 1] <= limit:
+        lo -= 1
+    while hi + 1 < slope.size and slope[hi + 1] <= limit:
+        hi += 1
+    log_lr = np.log10(lr)
+
+    def centre(i: int) -> float:
+        return float((log_lr[i - w] + log_lr[i]) / 2)
+
+    c_best, c_lo, c_hi = centre(i_best), centre(lo), centre(hi)
+    if c_hi - c_lo > max_decades:
+        # Centre the band on the steepest point, shifted to stay inside the run.
+        c_lo = min(max(c_best - max_decades / 2, c_lo), c_hi - max_decades)
+        c_hi = c_lo + max_decades
+    return Suggestion(
+        lr=10.0**c_best, band=(10.0**c_lo, 10.0**c_hi), method=method, reason=None
+    )
+
+
+def sma_derivative(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    *,
+    sma_window: int = 20,
+    n_skip_start: int = 10,
+    n_skip_end: int = 5,
+) -> Suggestion:
+    """The article's rule: the rate where the SMA-smoothed loss change is lowest.
+
+    As read off ``plot_loss_change(sma=20, n_skip=...)``: each value is placed at the
+    last rate of its window, and the first and last points are skipped.
+    """
+    method = "sma_derivative"
+    lr, loss, hit = _validated(lrs, losses)
+    reason = _precheck(lr, loss, hit)
+    if reason:
+        return _fail(method, reason)
+    n = lr.size
+    w = min(_scaled(sma_window, n), n - 1)
+    slope = loss_change(lr, loss, w)
+    start = max(w, _scaled(n_skip_start, n))
+    end = n - _scaled(n_skip_end, n)
+    if end - start < 1:
+        start, end = w, n
+    i = start + int(np.nanargmin(slope[start:end]))
+    if not slope[i] < 0:
+        return _fail(method, NEVER_DESCENDS)
+    return Suggestion(lr=float(lr[i]), band=None, method=method)
+
+
+def steepest(lrs: Sequence[float], losses: Sequence[float]) -> Suggestion:
+    """fastai's ``steep``: the steepest step of the smoothed loss against log(lr)."""
+    method = "steepest"
+    lr, loss, hit = _validated(lrs, losses)
+    reason = _precheck(lr, loss, hit)
+    if reason:
+        return _fail(method, reason)
+    t_lr, t_loss = _trimmed_smoothed(lr, loss)
+    grads = np.diff(t_loss) / np.diff(np.log(t_lr))
+    i = int(np.argmin(grads))
+    if not grads[i] < 0:
+        return _fail(method, NEVER_DESCENDS)
+    return Suggestion(lr=float(t_lr[i]), band=None, method=method)
+
+
+def valley(lrs: Sequence[float], losses: Sequence[float]) -> Suggestion:
+    """fastai's ``valley``: two thirds of the way down the longest descending run.
+
+    The run is the longest strictly decreasing subsequence of the smoothed loss; the rate
+    is taken at ``start + floor(len/3) + floor(len/6)`` of it, as fastai does.
+    """
+    method = "valley"
+    lr, loss, hit = _validated(lrs, losses)
+    reason = _precheck(lr, loss, hit)
+    if reason:
+        return _fail(method, reason)
+    t_lr, t_loss = _trimmed_smoothed(lr, loss)
+    n = t_loss.size
+    run = np.ones(n, dtype=int)
+    best_end = 0
+    for i in range(1, n):
+        earlier = np.flatnonzero(t_loss[:i] > t_loss[i])
+        if earlier.size:
+            run[i] = int(run[earlier].max()) + 1
+        if run[i] > run[best_end]:
+            best_end = i
+    if run[best_end] < 2:
+        return _fail(method, NEVER_DESCENDS)
+    best_start = best_end - int(run[best_end])
+    section = (best_end - best_start) / 3
+    idx = best_start + int(section) + int(section / 2)
+    idx = min(max(idx, 0), n - 1)
+    return Suggestion(lr=float(t_lr[idx]), band=None, method=method)
+
+
+def minimum_div10(lrs: Sequence[float], losses: Sequence[float]) -> Suggestion:
+    """fastai's ``minimum``: the rate of the lowest smoothed loss, divided by 10."""
+    method = "minimum_div10"
+    lr, loss, hit = _validated(lrs, losses)
+    reason = _precheck(lr, loss, hit)
+    if reason:
+        return _fail(method, reason)
+    t_lr, t_loss = _trimmed_smoothed(lr, loss)
+    return Suggestion(lr=float(t_lr[int(np.argmin(t_loss))] / 10), band=None, method=method)
+
+
+#: Every rule by name; ``suggest(method=name)`` looks them up here.
+RULES: dict[str, Rule] = {
+    "steepest_band": steepest_band,
+    "sma_derivative": sma_derivative,
+    "steepest": steepest,
+    "valley": valley,
+    "minimum_div10": minimum_div10,
+}
+
+#: The rule ``suggest`` uses when no method is named.
+DEFAULT_METHOD = "steepest_band"
+
+
+def suggest(
+    lrs: Sequence[float], losses: Sequence[float], method: str | None = None
+) -> Suggestion:
+    """Suggests a learning rate from one sweep's raw rates and losses.
+
+    Args:
+        lrs: The rates tried, strictly increasing and positive.
+        losses: The raw loss at each rate; a non-finite loss ends what is read.
+        method: A name from ``RULES`` or ``None`` for the default rule.
+
+    Returns:
+        A :class:`Suggestion` whose ``lr`` comes from the named rule and whose ``band`` is
+        always the steepest-descent band (or ``None`` with the reason).
+    """
+    name = DEFAULT_METHOD if method is None else method
+    if name not in RULES:
+        raise ValueError(f"`method` must be one of {sorted(RULES)} or None, but got {method!r}.")
+    result = RULES[name](lrs, losses)
+    if name == "steepest_band":
+        return result
+    band = steepest_band(lrs, losses)
+    return replace(result, band=band.band)
