@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from optuna_lrrange.core._smoothing import ema, loss_change
+from optuna_lrrange.core._smoothing import ema, loss_change, sma
 
 #: Fewest finite points a rule needs before it will suggest anything.
 MIN_POINTS = 10
@@ -51,7 +51,9 @@ def _scaled(k: int, n: int) -> int:
     return k if n >= 100 else max(1, (k * n) // 100)
 
 
-def _validated(lrs: Sequence[float], losses: Sequence[float]) -> tuple[np.ndarray, np.ndarray, bool]:
+def _validated(
+    lrs: Sequence[float], losses: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """Checks the inputs; returns the finite prefix and whether a non-finite loss followed."""
     lr = np.asarray(lrs, dtype=float)
     loss = np.asarray(losses, dtype=float)
@@ -76,12 +78,16 @@ def _precheck(lr: np.ndarray, loss: np.ndarray, hit_non_finite: bool) -> str | N
         if hit_non_finite or (n >= 2 and loss[-1] > loss[0]):
             return DIVERGED_AT_ONCE
         return TOO_FEW_POINTS
+    # Compare the mean of the first k losses with the lowest mean of any k in a row: a
+    # descent must stand clear of what noise alone gives (the per-step noise estimated
+    # robustly from first differences; the difference of two k-means has sd ~ 1.4 sd/sqrt(k),
+    # and the minimum over many windows adds about two more of those).
     k = max(3, n // 10)
-    start = float(np.median(loss[:k]))
-    low = float(np.min(ema(loss)[k:]))
+    means = sma(loss, k)
+    start, low = float(means[k - 1]), float(np.nanmin(means))
     step = np.diff(loss)
     noise = 1.4826 * float(np.median(np.abs(step - np.median(step)))) / math.sqrt(2)
-    if start - low <= 2 * noise:
+    if start - low <= 4 * noise / math.sqrt(k):
         return NEVER_DESCENDS
     return None
 
@@ -139,9 +145,7 @@ def steepest_band(
         # Centre the band on the steepest point, shifted to stay inside the run.
         c_lo = min(max(c_best - max_decades / 2, c_lo), c_hi - max_decades)
         c_hi = c_lo + max_decades
-    return Suggestion(
-        lr=10.0**c_best, band=(10.0**c_lo, 10.0**c_hi), method=method, reason=None
-    )
+    return Suggestion(lr=10.0**c_best, band=(10.0**c_lo, 10.0**c_hi), method=method, reason=None)
 
 
 def sma_derivative(

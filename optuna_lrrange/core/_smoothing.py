@@ -54,9 +54,7 @@ def loss_change(
     lr = np.asarray(lrs, dtype=float)
     loss = np.asarray(losses, dtype=float)
     if lr.shape != loss.shape:
-        raise ValueError(
-            f"`len(lrs) == len(losses)` must hold, but got ({lr.size}, {loss.size})."
-        )
+        raise ValueError(f"`len(lrs) == len(losses)` must hold, but got ({lr.size}, {loss.size}).")
     out = np.full(lr.shape, np.nan)
     if lr.size < 2:
         return out
