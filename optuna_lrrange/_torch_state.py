@@ -1,0 +1,234 @@
+"""Snapshot and exact in-place restore of a PyTorch training state.
+
+Private module; the public names are re-exported from :mod:`optuna_lrrange.pytorch`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+import contextlib
+import copy
+from dataclasses import dataclass
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _copy_to(value: Any, device: torch.device | str) -> Any:
+    """A detached copy of a tensor on ``device``; a deep copy of anything else."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to(device, copy=True)
+    return copy.deepcopy(value)
+
+
+def _put_back(current: Any, saved: Any) -> Any:
+    """``saved`` restored into ``current`` in place where possible, else a new value.
+
+    A tensor is copied into the tensor that holds it now when shape, dtype and device
+    allow (so references to it stay valid and no memory is allocated); otherwise a copy
+    is made on the device the value lives on now.
+    """
+    if isinstance(saved, torch.Tensor):
+        if (
+            isinstance(current, torch.Tensor)
+            and current.shape == saved.shape
+            and current.dtype == saved.dtype
+        ):
+            with torch.no_grad():
+                current.copy_(saved)
+            return current
+        return saved.clone()
+    return copy.deepcopy(saved)
+
+
+@dataclass
+class _SlotSnapshot:
+    """One ``module._parameters[name]`` or ``module._buffers[name]`` entry."""
+
+    table: dict[str, Any]  # the module's _parameters or _buffers dict itself
+    name: str
+    tensor: torch.Tensor | None  # the original object, put back if it was replaced
+    data: torch.Tensor | None  # its values, on the snapshot device
+    grad: torch.Tensor | None  # a parameter's .grad, on the snapshot device
+
+    def restore(self) -> None:
+        self.table[self.name] = self.tensor
+        if self.tensor is None or self.data is None:
+            return
+        with torch.no_grad():
+            self.tensor.copy_(self.data)
+        if isinstance(self.tensor, torch.nn.Parameter):
+            if self.grad is None:
+                self.tensor.grad = None
+            elif self.tensor.grad is not None and self.tensor.grad.shape == self.grad.shape:
+                self.tensor.grad.copy_(self.grad)
+            else:
+                self.tensor.grad = self.grad.to(self.tensor.device, copy=True)
+
+
+class TrainingState:
+    """A snapshot of everything a few training steps change, restorable exactly.
+
+    It holds the model's parameters (with their gradients) and buffers (BatchNorm running
+    statistics, ``num_batches_tracked``), the training mode of every submodule, the
+    optimizer's per-parameter state (momentum buffers, Adam moments, step counters) and
+    every param group's hyperparameters, a ``GradScaler``'s state, the random number
+    generators (torch CPU, torch CUDA when CUDA is initialized, numpy's global one,
+    Python's ``random``), and any extra ``torch.Generator`` (such as a DataLoader's).
+
+    :meth:`restore` writes all of it back in place: the model, optimizer, parameters and
+    scaler keep their identity, and tensors are copied into the existing storage
+    (``param.copy_``), so the optimizer's references to the parameters stay valid. Take the
+    snapshot between optimizer steps (not between a ``scaler.unscale_`` and its step).
+
+    Args:
+        model: The module to snapshot.
+        optimizer: The optimizer to snapshot.
+        scaler: A ``torch.amp.GradScaler``, or ``None``.
+        device: Where the copies live, ``"cpu"`` by default so GPU memory is not doubled.
+        generators: Extra ``torch.Generator`` objects to snapshot.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler | None = None,
+        device: torch.device | str = "cpu",
+        generators: Iterable[torch.Generator] = (),
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.scaler = scaler
+        copies: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}  # shared tensors
+        self._slots = []
+        for module in model.modules():
+            for table in (module._parameters, module._buffers):
+                for name, tensor in table.items():
+                    if tensor is not None and id(tensor) not in copies:
+                        copies[id(tensor)] = (
+                            tensor.detach().to(device, copy=True),
+                            None if tensor.grad is None else tensor.grad.to(device, copy=True),
+                        )
+                    data, grad = (None, None) if tensor is None else copies[id(tensor)]
+                    self._slots.append(_SlotSnapshot(table, name, tensor, data, grad))
+        self._training = [(module, module.training) for module in model.modules()]
+        self._groups = [
+            {key: _copy_to(value, device) for key, value in group.items() if key != "params"}
+            for group in optimizer.param_groups
+        ]
+        self._opt_state = {
+            param: {key: _copy_to(value, device) for key, value in state.items()}
+            for param, state in optimizer.state.items()
+        }
+        self._scaler_state: dict[str, Any] | None = None
+        if scaler is not None and scaler.is_enabled():
+            self._scaler_state = {
+                "state_dict": scaler.state_dict(),
+                # Private details the public state dict leaves out: the initial values a
+                # scaler not yet used starts from, and the per-optimizer stage.
+                "init": {
+                    name: getattr(scaler, name)
+                    for name in ("_init_scale", "_init_growth_tracker")
+                    if hasattr(scaler, name)
+                },
+                "unused": getattr(scaler, "_scale", None) is None,
+                "per_optimizer": {
+                    key: dict(value)
+                    for key, value in getattr(scaler, "_per_optimizer_states", {}).items()
+                },
+            }
+        self._generators = [(g, g.get_state()) for g in generators]
+        self._torch_rng = torch.get_rng_state()
+        # Only when CUDA is in use: querying it would otherwise initialize it.
+        cuda_in_use = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+        self._cuda_rng = torch.cuda.get_rng_state_all() if cuda_in_use else None
+        self._numpy_rng = np.random.get_state()
+        self._python_rng = random.getstate()
+
+    @classmethod
+    def capture(
+        cls,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler | None = None,
+        device: torch.device | str = "cpu",
+        generators: Iterable[torch.Generator] = (),
+    ) -> TrainingState:
+        """Takes a snapshot; the same as the constructor."""
+        return cls(model, optimizer, scaler, device, generators)
+
+    def restore(self) -> None:
+        """Writes the snapshot back in place; may be called more than once."""
+        for slot in self._slots:
+            slot.restore()
+        for module, training in self._training:
+            module.training = training
+        self._restore_optimizer()
+        self._restore_scaler()
+        for generator, state in self._generators:
+            generator.set_state(state)
+        torch.set_rng_state(self._torch_rng)
+        if self._cuda_rng is not None:
+            torch.cuda.set_rng_state_all(self._cuda_rng)
+        np.random.set_state(self._numpy_rng)
+        random.setstate(self._python_rng)
+
+    def _restore_optimizer(self) -> None:
+        optimizer = self.optimizer
+        for group, saved in zip(optimizer.param_groups, self._groups, strict=False):
+            for key in [k for k in group if k != "params" and k not in saved]:
+                del group[key]
+            for key, value in saved.items():
+                group[key] = _put_back(group.get(key), value)
+        current = dict(optimizer.state)
+        optimizer.state.clear()
+        for param, saved_state in self._opt_state.items():
+            now = current.get(param, {})
+            optimizer.state[param] = {
+                key: _put_back(now.get(key), value) for key, value in saved_state.items()
+            }
+
+    def _restore_scaler(self) -> None:
+        scaler, saved = self.scaler, self._scaler_state
+        if scaler is None or saved is None:
+            return
+        scaler.load_state_dict(saved["state_dict"])
+        for name, value in saved["init"].items():
+            setattr(scaler, name, value)
+        if saved["unused"]:
+            scaler._scale = None
+            scaler._growth_tracker = None
+        if hasattr(scaler, "_per_optimizer_states"):
+            states = scaler._per_optimizer_states
+            fresh: dict[Any, Any] = (
+                defaultdict(states.default_factory) if isinstance(states, defaultdict) else {}
+            )
+            fresh.update({key: dict(value) for key, value in saved["per_optimizer"].items()})
+            scaler._per_optimizer_states = fresh
+
+
+@contextlib.contextmanager
+def preserved(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+    device: torch.device | str = "cpu",
+    generators: Iterable[torch.Generator] = (),
+) -> Iterator[TrainingState]:
+    """Restores the training state on leaving the block, also when it raises.
+
+    Example::
+
+        with preserved(model, optimizer):
+            for x, y in probe_batches:
+                ...  # anything: the model and optimizer are as before afterwards
+    """
+    state = TrainingState(model, optimizer, scaler, device, generators)
+    try:
+        yield state
+    finally:
+        state.restore()

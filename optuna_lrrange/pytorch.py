@@ -1,0 +1,312 @@
+"""The PyTorch adapter: a range test on a model, an optimizer and a loader.
+
+Import it as ``optuna_lrrange.pytorch`` (``import optuna_lrrange`` never imports torch)::
+
+    from optuna_lrrange.pytorch import range_test
+
+    sweep = range_test(model, optimizer, torch.nn.functional.cross_entropy, loader)
+    print(sweep.suggest().lr)
+
+The model, its buffers, the optimizer, a ``GradScaler`` and the random number generators
+are restored exactly afterwards (also when a step raises); :class:`TrainingState` and
+:func:`preserved` expose that snapshot for other uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Iterator
+import contextlib
+from typing import Any
+
+try:
+    import torch
+except ImportError as e:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "optuna_lrrange.pytorch needs PyTorch; install it with "
+        "`pip install optuna-lrrange[torch]`."
+    ) from e
+
+from optuna_lrrange._torch_state import TrainingState, preserved
+from optuna_lrrange.core import RangeTestConfig, Sweep, run_range_test
+
+__all__ = ["TrainingState", "preserved", "range_test"]
+
+
+def range_test(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    loader: Iterable[Any] | None = None,
+    *,
+    config: RangeTestConfig | None = None,
+    step_fn: Callable[[Any], Any] | None = None,
+    accumulation_steps: int = 1,
+    scaler: torch.amp.GradScaler | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    snapshot_device: torch.device | str = "cpu",
+    restore: bool = True,
+    **config_options: Any,
+) -> Sweep:
+    """Runs a learning-rate range test on a PyTorch model.
+
+    Each of the ``num_iter`` steps sets the learning rate of every param group, takes one
+    optimizer step and records the loss. Param groups keep their ratios: group ``g``
+    runs at ``lr * base_lr_g / base_lr_0``, where ``base_lr`` are the groups' rates
+    before the sweep (a group at rate 0 stays at 0).
+
+    Args:
+        model: The model to probe.
+        optimizer: The optimizer that trains it (any ``torch.optim.Optimizer`` whose
+            ``step()`` takes no closure; for LBFGS use ``step_fn``).
+        loss_fn: ``loss_fn(model(x), y)`` gives the loss of a batch ``(x, y)``; both are
+            moved to ``device`` first (tensors, and tuples, lists and dicts of them).
+            The model runs in training mode (``model.train()`` when it is in eval mode).
+        loader: Any re-iterable of batches (a list, a ``DataLoader``). It is iterated
+            again when the sweep needs more batches than it holds (a shuffling
+            ``DataLoader`` reshuffles); it must yield at least one batch.
+        config: The range-test settings; alternatively pass them as ``config_options``
+            (``start_lr``, ``end_lr``, ``num_iter``, ``mode``, ``diverge_factor``,
+            ``smooth_beta``), not both.
+        step_fn: Instead of ``loss_fn``, your own training step: ``step_fn(batch)`` is
+            called with each batch as the loader yields it, after the learning rates are
+            set, and does the forward pass, backward pass and ``optimizer.step()``
+            (and the scaler and autocast, if any) itself; it returns the loss as a float
+            or a 0-d tensor.
+        accumulation_steps: Batches per optimizer step with ``loss_fn``; the sweep counts
+            optimizer steps and records the mean loss of their batches.
+        scaler: A ``torch.amp.GradScaler``: with ``loss_fn`` the step uses
+            ``scaler.scale(loss).backward()``, ``scaler.step`` and ``scaler.update``; its
+            state is restored afterwards in any case.
+        autocast_dtype: With ``loss_fn``, runs the forward pass and loss under
+            ``torch.autocast`` on ``device``'s type with this dtype.
+        device: Where batches go; by default the device of the model's first parameter.
+        snapshot_device: Where the snapshot of the training state lives.
+        restore: Restore the training state after the sweep (always, also when a step
+            raises). With ``False`` the model and optimizer are left as the sweep left
+            them (weights trained at rising rates, the last rate in the param groups), and
+            the random number generators advanced.
+
+    Returns:
+        The :class:`~optuna_lrrange.core.Sweep`; its ``lrs`` are the first group's rates.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``, ``optimizer`` not a torch
+            optimizer, or a batch or loss has the wrong type.
+        ValueError: Invalid settings, an optimizer without param groups or with group 0 at
+            rate 0, neither (or both of) ``loss_fn`` and ``step_fn``, no or an empty
+            ``loader``, or a loss that is not a scalar.
+    """
+    if config is None:
+        config = RangeTestConfig(**config_options)
+    elif config_options:
+        raise ValueError(
+            "pass either `config` or keyword options, but got both "
+            f"(options={sorted(config_options)})."
+        )
+    _check_arguments(model, optimizer, loss_fn, loader, step_fn, accumulation_steps)
+    assert loader is not None
+    groups = optimizer.param_groups
+    base_lrs = [float(group["lr"]) for group in groups]
+    if base_lrs[0] == 0:
+        raise ValueError(
+            "the first param group's learning rate must be nonzero (the others keep their "
+            f"ratio to it), but got lrs={base_lrs}."
+        )
+    ratios = [lr / base_lrs[0] for lr in base_lrs]
+
+    batches = _cycle(loader)
+    if step_fn is None:
+        assert loss_fn is not None
+        if device is None:
+            device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        train_step = _make_step(
+            model,
+            optimizer,
+            loss_fn,
+            batches,
+            torch.device(device),
+            accumulation_steps,
+            scaler,
+            autocast_dtype,
+        )
+    else:
+        if accumulation_steps != 1 or autocast_dtype is not None:
+            raise ValueError(
+                "`accumulation_steps` and `autocast_dtype` apply to the built-in step only; "
+                "with `step_fn`, accumulate and autocast inside it, but got "
+                f"(accumulation_steps={accumulation_steps}, autocast_dtype={autocast_dtype})."
+            )
+        train_step = _make_user_step(step_fn, batches)
+
+    def step(lr: float) -> float:
+        for group, ratio in zip(groups, ratios, strict=True):
+            group["lr"] = lr * ratio
+        return train_step()
+
+    generators: list[torch.Generator] = []
+    for owner in (loader, getattr(loader, "sampler", None)):
+        generator = getattr(owner, "generator", None)
+        if isinstance(generator, torch.Generator) and generator not in generators:
+            generators.append(generator)
+    guard = (
+        preserved(model, optimizer, scaler, snapshot_device, generators)
+        if restore
+        else contextlib.nullcontext()
+    )
+    with guard:
+        try:
+            if step_fn is None and not model.training:
+                model.train()
+            return run_range_test(step, config)
+        finally:
+            batches.close()
+
+
+def _check_arguments(
+    model: Any,
+    optimizer: Any,
+    loss_fn: Any,
+    loader: Any,
+    step_fn: Any,
+    accumulation_steps: Any,
+) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, but got {type(model).__name__}.")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"`optimizer` must be a torch.optim.Optimizer, but got {type(optimizer).__name__}."
+        )
+    if len(optimizer.param_groups) == 0:
+        raise ValueError("the optimizer must have at least one param group, but got none.")
+    if (loss_fn is None) == (step_fn is None):
+        raise ValueError(
+            "exactly one of `loss_fn` and `step_fn` must be given, but got "
+            f"(loss_fn={loss_fn!r}, step_fn={step_fn!r})."
+        )
+    if loader is None:
+        raise ValueError("`loader` must be an iterable of batches, but got None.")
+    if (
+        not isinstance(accumulation_steps, int)
+        or isinstance(accumulation_steps, bool)
+        or accumulation_steps < 1
+    ):
+        raise ValueError(f"`accumulation_steps >= 1` must hold, but got {accumulation_steps!r}.")
+
+
+def _cycle(loader: Iterable[Any]) -> Generator[Any, None, None]:
+    """Yields the loader's batches, iterating it again whenever it is exhausted."""
+    first_pass = True
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            if first_pass:
+                raise ValueError("`loader` must yield at least one batch, but it yielded none.")
+            raise ValueError(
+                "`loader` must be re-iterable (a list or a DataLoader, not a one-shot "
+                "iterator) when the sweep needs more batches than one pass holds, but its "
+                "second pass yielded no batch."
+            )
+        first_pass = False
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(o, device) for o in obj)
+    if isinstance(obj, dict):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+def _scalar(loss: torch.Tensor, where: str) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(f"{where} must return a torch.Tensor, but got {type(loss).__name__}.")
+    if loss.dim() != 0:
+        raise ValueError(
+            f"{where} must return a scalar (0-d) loss, but got shape {tuple(loss.shape)}."
+        )
+    return loss
+
+
+def _make_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[Any, Any], torch.Tensor],
+    batches: Iterator[Any],
+    device: torch.device,
+    accumulation_steps: int,
+    scaler: torch.amp.GradScaler | None,
+    autocast_dtype: torch.dtype | None,
+) -> Callable[[], float]:
+    """The built-in training step: one optimizer step over ``accumulation_steps`` batches."""
+
+    def forward() -> torch.Tensor:
+        batch = next(batches)
+        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+            raise TypeError(
+                "with `loss_fn`, each batch must be an (x, y) pair (use `step_fn` for other "
+                f"batch shapes), but got {type(batch).__name__}"
+                + (f" of length {len(batch)}." if isinstance(batch, (list, tuple)) else ".")
+            )
+        x, y = _to_device(batch[0], device), _to_device(batch[1], device)
+        if autocast_dtype is None:
+            return _scalar(loss_fn(model(x), y), "`loss_fn`")
+        with torch.autocast(device_type=device.type, dtype=autocast_dtype):
+            return _scalar(loss_fn(model(x), y), "`loss_fn`")
+
+    def backward(loss: torch.Tensor) -> None:
+        if scaler is None:
+            loss.backward()  # type: ignore[no-untyped-call]
+        else:
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+
+    def optimizer_step() -> None:
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)
+            scaler.update()
+
+    if accumulation_steps == 1:
+
+        def step() -> float:
+            optimizer.zero_grad()
+            loss = forward()
+            backward(loss)
+            optimizer_step()
+            return loss.item()
+
+        return step
+
+    def accumulated_step() -> float:
+        optimizer.zero_grad()
+        losses = []
+        for _ in range(accumulation_steps):
+            loss = forward()
+            backward(loss / accumulation_steps)
+            losses.append(loss.detach().float())
+        optimizer_step()
+        return torch.stack(losses).mean().item()
+
+    return accumulated_step
+
+
+def _make_user_step(step_fn: Callable[[Any], Any], batches: Iterator[Any]) -> Callable[[], float]:
+    def step() -> float:
+        loss = step_fn(next(batches))
+        if isinstance(loss, torch.Tensor):
+            return _scalar(loss, "`step_fn`").item()
+        try:
+            return float(loss)
+        except (TypeError, ValueError):
+            raise TypeError(
+                "`step_fn` must return the loss as a float or a 0-d tensor, but got "
+                f"{type(loss).__name__}."
+            ) from None
+
+    return step
