@@ -7,8 +7,9 @@ numpy scalars and arrays pass the in-memory storage but break SQL and journal st
 
 Keys:
     ``lrrange:sweep:<i>``  the i-th sweep of the trial (JSON string, see ``encode``)
-    ``lrrange:band``       ``[low, high]`` of the newest sweep, or ``None``
-    ``lrrange:suggestion`` the newest sweep's suggested rate, or ``None``
+    ``lrrange:band``       ``[low, high]`` of the trial's own sweep (the one taken before
+                           the learning rate was sampled), or ``None``
+    ``lrrange:suggestion`` that sweep's suggested rate, or ``None``
     ``lrrange:schema``     the schema version these keys follow
 """
 
@@ -142,18 +143,21 @@ def write_sweep(
     """Appends ``sweep`` to the trial's records in ``storage``; returns its index.
 
     The record goes first, in one write; the summary keys follow, so a reader never sees a
-    summary without its sweep.
+    summary without its sweep. Only a sweep of kind ``"trial"`` (the default) updates the
+    summary: re-estimations during training are appended without changing it.
     """
     attrs = storage.get_trial(trial_id).user_attrs
     indices = sweep_indices(attrs)
     index = indices[-1] + 1 if indices else 0
     storage.set_trial_user_attr(trial_id, f"{SWEEP_PREFIX}{index}", encode(sweep, suggestion))
+    if SCHEMA_KEY not in attrs:
+        storage.set_trial_user_attr(trial_id, SCHEMA_KEY, SCHEMA_VERSION)
+    if sweep.info.get("kind", "trial") != "trial":
+        return index
     band = None if suggestion is None or suggestion.band is None else list(suggestion.band)
     storage.set_trial_user_attr(trial_id, BAND_KEY, _plain(band))
     lr = None if suggestion is None else suggestion.lr
     storage.set_trial_user_attr(trial_id, SUGGESTION_KEY, _plain(lr))
-    if SCHEMA_KEY not in attrs:
-        storage.set_trial_user_attr(trial_id, SCHEMA_KEY, SCHEMA_VERSION)
     return index
 
 
