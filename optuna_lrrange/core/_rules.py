@@ -108,7 +108,7 @@ def steepest_band(
     losses: Sequence[float],
     *,
     sma_window: int = 20,
-    frac: float = 0.5,
+    frac: float = 0.3,
     max_decades: float = 1.5,
 ) -> Suggestion:
     """The steepest-descent band, and the rate at its steepest point.
@@ -235,6 +235,55 @@ def minimum_div10(lrs: Sequence[float], losses: Sequence[float]) -> Suggestion:
     return Suggestion(lr=float(t_lr[int(np.argmin(t_loss))] / 10), band=None, method=method)
 
 
+def _running_median(x: np.ndarray, k: int) -> np.ndarray:
+    """Centred running median over ``k`` points (odd), the ends padded with edge values."""
+    h = k // 2
+    padded = np.pad(x, h, mode="edge")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, k)
+    return np.median(windows, axis=1)
+
+
+def robust_steepest(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    *,
+    median_window: int = 9,
+    secant_window: int = 30,
+    shift_decades: float = -0.1,
+) -> Suggestion:
+    """Our own rule: the steepest secant of the median-filtered loss, shifted.
+
+    The raw losses are filtered by a centred running median over ``median_window`` steps
+    (a single noisy batch cannot move it); the slope of the secant over ``secant_window``
+    steps is ``(m[i + w] - m[i]) / (log10 lr[i + w] - log10 lr[i])``; the rate is
+    ``10 ** (centre - shift_decades)`` where ``centre`` is the geometric middle of the
+    steepest secant (the first one on ties). Both windows are meant for a 100-step sweep
+    and scale down for shorter ones. The settings were tuned on the design tasks of the
+    oracle-grid study (``studies/oracle``).
+
+    Why not the raw secant: a loss averaged over a window of per-step changes telescopes
+    to a secant between two raw losses, so one noisy batch at a window's start makes that
+    secant the steepest.
+    """
+    method = "robust_steepest"
+    lr, loss, hit = _validated(lrs, losses)
+    reason = _precheck(lr, loss, hit)
+    if reason:
+        return _fail(method, reason)
+    n = lr.size
+    k = _scaled(median_window, n)
+    k = k if k % 2 else k + 1
+    w = min(_scaled(secant_window, n), n - 1)
+    m = _running_median(loss, k)
+    log_lr = np.log10(lr)
+    secant = (m[w:] - m[:-w]) / (log_lr[w:] - log_lr[:-w])
+    i = int(np.argmin(secant))
+    if not secant[i] < 0:
+        return _fail(method, NEVER_DESCENDS)
+    centre = float((log_lr[i] + log_lr[i + w]) / 2)
+    return Suggestion(lr=10.0 ** (centre - shift_decades), band=None, method=method)
+
+
 #: Every rule by name; ``suggest(method=name)`` looks them up here.
 RULES: dict[str, Rule] = {
     "steepest_band": steepest_band,
@@ -242,6 +291,7 @@ RULES: dict[str, Rule] = {
     "steepest": steepest,
     "valley": valley,
     "minimum_div10": minimum_div10,
+    "robust_steepest": robust_steepest,
 }
 
 #: The rule ``suggest`` uses when no method is named.
