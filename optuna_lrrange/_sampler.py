@@ -1,0 +1,622 @@
+"""LRRangeSampler: a range test on the trial's own model narrows the learning rate.
+
+The objective hands its model to the sampler with :func:`attach`; the sampler finds it in
+a process-local registry under the trial's storage and id when the objective asks for the
+learning rate, runs the range test, narrows the distribution to the steepest-descent band
+and lets the base sampler choose inside it. Everything is recorded on the trial in the
+study's storage, under ``lrrange:`` keys (see :mod:`optuna_lrrange._records`), plus:
+
+    ``lrrange:band_used``  ``[low, high]`` the rate was sampled from, or ``None`` when the
+                           sampler did not sample it (a fixed rate)
+    ``lrrange:source``     number of the trial whose sweep gave the band: the trial's own
+                           number when it swept, another one when it reused a band, or
+                           ``None`` when no sweep was used
+    ``lrrange:reason``     why the rate was not sampled from the sweep's band (or its part
+                           inside ``[low, high]``), or ``None``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+import itertools
+import logging
+import math
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+import warnings
+import weakref
+
+from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.samplers import BaseSampler, PartialFixedSampler, TPESampler
+from optuna.trial import FixedTrial, FrozenTrial, Trial, TrialState
+
+from optuna_lrrange._records import BAND_KEY, write_sweep
+from optuna_lrrange.core import RULES, RangeTestConfig, Suggestion, Sweep
+
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+    from optuna.study import Study
+
+__all__ = ["LRRangeSampler", "attach"]
+
+BAND_USED_KEY = "lrrange:band_used"
+SOURCE_KEY = "lrrange:source"
+REASON_KEY = "lrrange:reason"
+
+#: Reasons recorded in ``lrrange:reason`` (each followed by ": details" where there are any).
+NO_PROBE = "no_probe"
+SWEEP_FAILED = "sweep_failed"
+NO_BAND = "no_band"
+BAND_OUTSIDE_RANGE = "band_outside_range"
+FIXED = "fixed"
+
+_logger = logging.getLogger("optuna.lrrange")
+
+SweepFn = Callable[[RangeTestConfig], Sweep]
+
+
+# --------------------------------------------------------------------------- the registry
+
+_registry: dict[tuple[int, int], tuple[int, SweepFn]] = {}
+_registry_lock = threading.Lock()
+_tokens = itertools.count()
+
+
+def _key(storage: BaseStorage, trial_id: int) -> tuple[int, int]:
+    # Trial ids are unique within one storage only (two in-memory storages both start at 0).
+    return (id(storage), trial_id)
+
+
+def _register(key: tuple[int, int], sweep_fn: SweepFn) -> int:
+    token = next(_tokens)
+    with _registry_lock:
+        _registry[key] = (token, sweep_fn)
+    return token
+
+
+def _unregister(key: tuple[int, int], token: int | None = None) -> None:
+    """Drops the probe under ``key`` (only if it is still the one ``token`` names)."""
+    with _registry_lock:
+        entry = _registry.get(key)
+        if entry is not None and (token is None or entry[0] == token):
+            del _registry[key]
+
+
+def _lookup(key: tuple[int, int]) -> SweepFn | None:
+    with _registry_lock:
+        entry = _registry.get(key)
+    return None if entry is None else entry[1]
+
+
+# ------------------------------------------------- quieting GP's and CMA-ES's fallback notice
+
+_quiet = threading.local()
+
+
+class _IndependentSamplingFilter(logging.Filter):
+    """Drops a base sampler's "sampled independently" notice for the narrowed rate only.
+
+    Active only inside :meth:`LRRangeSampler.sample_independent` for the learning rate, and
+    only in the thread doing it: the same notice for any other parameter still shows.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = getattr(_quiet, "param_name", None)
+        if name is None or record.levelno != logging.WARNING:
+            return True
+        message = record.getMessage()
+        return not (
+            message.startswith(f"The parameter `{name}` in Trial#")
+            and "is sampled independently" in message
+        )
+
+
+_FILTER = _IndependentSamplingFilter()
+
+
+def _quiet_independent_sampling_notice(sampler: BaseSampler) -> None:
+    logger = logging.getLogger(type(sampler).__module__)
+    if _FILTER not in logger.filters:
+        logger.addFilter(_FILTER)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fixes(sampler: BaseSampler, param_name: str) -> bool:
+    """Whether ``sampler`` is a ``PartialFixedSampler`` that fixes ``param_name``."""
+    fixed = getattr(sampler, "_fixed_params", None)
+    return (
+        isinstance(sampler, PartialFixedSampler)
+        and isinstance(fixed, dict)
+        and (param_name in fixed)
+    )
+
+
+def _find_sampler(sampler: BaseSampler) -> tuple[LRRangeSampler | None, dict[str, Any]]:
+    """The ``LRRangeSampler`` in a chain of wrappers, and the parameters fixed above it."""
+    fixed: dict[str, Any] = {}
+    current: Any = sampler
+    for _ in range(16):
+        if isinstance(current, LRRangeSampler):
+            return current, fixed
+        if not isinstance(current, BaseSampler):
+            break
+        if isinstance(current, PartialFixedSampler):
+            fixed = {**getattr(current, "_fixed_params", {}), **fixed}
+        current = getattr(current, "_base_sampler", None)
+    return None, {}
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def _fit(band: tuple[float, float], low: float, high: float) -> tuple[float, float, str | None]:
+    """``band ∩ [low, high]``; a band that misses the range is moved against its nearer edge.
+
+    Returns the interval and, when it is not the plain intersection, the reason.
+    """
+    lo, hi = max(band[0], low), min(band[1], high)
+    if lo < hi:
+        return lo, hi, None
+    width = min(math.log10(band[1] / band[0]), math.log10(high / low))
+    if band[0] >= high:
+        lo, hi, side = max(low, high / 10**width), high, "above"
+    else:
+        lo, hi, side = low, min(high, low * 10**width), "below"
+    reason = (
+        f"{BAND_OUTSIDE_RANGE}: band [{_fmt(band[0])}, {_fmt(band[1])}] lies {side} "
+        f"[{_fmt(low)}, {_fmt(high)}]; sampled in [{_fmt(lo)}, {_fmt(hi)}] at its edge"
+    )
+    return lo, hi, reason
+
+
+# --------------------------------------------------------------------------- the sampler
+
+
+class LRRangeSampler(BaseSampler):
+    """A sampler that narrows the learning rate with a range test on the trial's model.
+
+    When the objective asks for the learning rate with
+    ``trial.suggest_float(param_name, low, high, log=True)`` after calling
+    :func:`attach`, the sampler runs a short learning-rate range test on the trial's own
+    model (Smith 2015, section 3.3), takes the steepest-descent band, intersects it with
+    ``[low, high]`` and lets ``base_sampler`` sample inside it. The stored distribution
+    stays the objective's. Every other parameter, and every hook, goes to
+    ``base_sampler`` unchanged.
+
+    A sweep that raises, never descends or diverges at once never fails the trial: the
+    rate is sampled from the full ``[low, high]`` range, the reason is recorded as the
+    trial's ``lrrange:reason`` user attribute and logged as a warning on the
+    ``optuna.lrrange`` logger. A band that misses ``[low, high]`` is moved inside, against
+    the nearer edge, keeping its width (at most the range's).
+
+    Args:
+        base_sampler: The sampler that samples every parameter, the learning rate inside
+            its band included. ``TPESampler()`` by default.
+        param_name: The name of the learning-rate parameter.
+        config: The range-test settings; alternatively pass them as ``config_options``
+            (``start_lr``, ``end_lr``, ``num_iter``, ``mode``, ``diverge_factor``,
+            ``smooth_beta``), not both. The sweep should span ``[low, high]``.
+        method: The suggestion rule recorded with each sweep (a name in
+            ``optuna_lrrange.RULES``); ``None`` for the default. The band is the same
+            whatever the rule.
+        sweep_every: Sweep at most once in this many trial numbers: a trial sweeps only
+            if none of the ``sweep_every - 1`` trials before it (by number, written by any
+            worker) recorded a sweep of its own; otherwise it reuses the band of the newest
+            such trial. 1 sweeps in every trial.
+        sweep_fixed: Also sweep (in :func:`attach`) when the trial's learning rate is
+            fixed (an enqueued or retried trial, or a ``PartialFixedSampler`` around this
+            sampler), only to record it. The rate stays the fixed one.
+        resweep_on_params: Reuse a band only from a trial whose other parameters equal
+            this trial's: ``True`` compares every parameter suggested before the learning
+            rate, a sequence of names compares those. Only matters with
+            ``sweep_every > 1``.
+        config_options: Range-test settings, as the fields of
+            :class:`~optuna_lrrange.RangeTestConfig`.
+    """
+
+    def __init__(
+        self,
+        base_sampler: BaseSampler | None = None,
+        *,
+        param_name: str = "lr",
+        config: RangeTestConfig | None = None,
+        method: str | None = None,
+        sweep_every: int = 1,
+        sweep_fixed: bool = False,
+        resweep_on_params: bool | Sequence[str] = False,
+        **config_options: Any,
+    ) -> None:
+        if base_sampler is None:
+            base_sampler = TPESampler()
+        if not isinstance(base_sampler, BaseSampler):
+            raise TypeError(
+                "`base_sampler` must be an optuna BaseSampler or None, but got "
+                f"{type(base_sampler).__name__}."
+            )
+        if not isinstance(param_name, str) or not param_name:
+            raise TypeError(f"`param_name` must be a non-empty str, but got {param_name!r}.")
+        unknown = sorted(set(config_options) - set(RangeTestConfig.__dataclass_fields__))
+        if unknown:
+            raise TypeError(
+                "keyword options must be fields of RangeTestConfig "
+                f"({sorted(RangeTestConfig.__dataclass_fields__)}), but got {unknown}."
+            )
+        if config is None:
+            config = RangeTestConfig(**config_options)
+        elif config_options:
+            raise ValueError(
+                "pass either `config` or keyword options, but got both "
+                f"(options={sorted(config_options)})."
+            )
+        if not isinstance(config, RangeTestConfig):
+            raise TypeError(
+                f"`config` must be a RangeTestConfig or None, but got {type(config).__name__}."
+            )
+        if method is not None and method not in RULES:
+            raise ValueError(
+                f"`method` must be one of {sorted(RULES)} or None, but got {method!r}."
+            )
+        if not isinstance(sweep_every, int) or isinstance(sweep_every, bool) or sweep_every < 1:
+            raise ValueError(f"`sweep_every >= 1` must hold, but got sweep_every={sweep_every!r}.")
+        if isinstance(resweep_on_params, str) or not (
+            isinstance(resweep_on_params, bool)
+            or all(isinstance(n, str) for n in resweep_on_params)
+        ):
+            raise TypeError(
+                "`resweep_on_params` must be a bool or a sequence of parameter names, but got "
+                f"{resweep_on_params!r}."
+            )
+        self._base_sampler = base_sampler
+        self._param_name = param_name
+        self._config = config
+        self._method = method
+        self._sweep_every = sweep_every
+        self._sweep_fixed = bool(sweep_fixed)
+        self._resweep_on_params: bool | tuple[str, ...] = (
+            resweep_on_params if isinstance(resweep_on_params, bool) else tuple(resweep_on_params)
+        )
+        _quiet_independent_sampling_notice(base_sampler)
+
+    @property
+    def param_name(self) -> str:
+        """The name of the learning-rate parameter."""
+        return self._param_name
+
+    @property
+    def config(self) -> RangeTestConfig:
+        """The range-test settings."""
+        return self._config
+
+    # ------------------------------------------------------------------ forwarded hooks
+
+    def reseed_rng(self) -> None:
+        self._base_sampler.reseed_rng()
+
+    def infer_relative_search_space(
+        self, study: Study, trial: FrozenTrial
+    ) -> dict[str, BaseDistribution]:
+        search_space = self._base_sampler.infer_relative_search_space(study, trial)
+        # The learning rate is always sampled in sample_independent, where it is narrowed.
+        search_space.pop(self._param_name, None)
+        return search_space
+
+    def sample_relative(
+        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        if self._param_name in search_space:
+            search_space = {k: v for k, v in search_space.items() if k != self._param_name}
+        return self._base_sampler.sample_relative(study, trial, search_space)
+
+    def before_trial(self, study: Study, trial: FrozenTrial) -> None:
+        self._base_sampler.before_trial(study, trial)
+
+    def after_trial(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+    ) -> None:
+        try:
+            self._base_sampler.after_trial(study, trial, state, values)
+        finally:
+            _unregister(_key(study._storage, trial._trial_id))
+
+    def sample_independent(
+        self,
+        study: Study,
+        trial: FrozenTrial,
+        param_name: str,
+        param_distribution: BaseDistribution,
+    ) -> Any:
+        if param_name != self._param_name or _fixes(self._base_sampler, param_name):
+            return self._base_sampler.sample_independent(
+                study, trial, param_name, param_distribution
+            )
+        if not (
+            isinstance(param_distribution, FloatDistribution)
+            and param_distribution.log
+            and param_distribution.step is None
+        ):
+            raise ValueError(
+                f"LRRangeSampler narrows `{param_name}`: it must be suggested as "
+                f"`trial.suggest_float({param_name!r}, low, high, log=True)`, but got "
+                f"{param_distribution!r}."
+            )
+        low, high = param_distribution.low, param_distribution.high
+        storage = study._storage
+        band, source, reason, record = self._band(study, trial)
+        if band is None:
+            lo, hi = low, high
+        else:
+            lo, hi, outside = _fit(band, low, high)
+            reason = reason or outside
+        if reason is not None:
+            _logger.warning(
+                f"Trial {trial.number}: `{param_name}` sampled in [{_fmt(lo)}, {_fmt(hi)}] "
+                f"instead of the sweep's band ({reason})."
+            )
+        narrowed = FloatDistribution(lo, hi, log=True)
+        _quiet.param_name = param_name
+        try:
+            value = self._base_sampler.sample_independent(study, trial, param_name, narrowed)
+        finally:
+            _quiet.param_name = None
+        if record is not None:
+            sweep, suggestion = record
+            info = {
+                **dict(sweep.info),
+                "param_name": param_name,
+                "low": low,
+                "high": high,
+                "band_used": [lo, hi],
+                "chosen_lr": float(value),
+                "reason": reason,
+            }
+            write_sweep(storage, trial._trial_id, replace(sweep, info=info), suggestion)
+        storage.set_trial_user_attr(trial._trial_id, BAND_USED_KEY, [lo, hi])
+        storage.set_trial_user_attr(trial._trial_id, SOURCE_KEY, source)
+        storage.set_trial_user_attr(trial._trial_id, REASON_KEY, reason)
+        return value
+
+    # ------------------------------------------------------------------ the band
+
+    def _band(
+        self, study: Study, trial: FrozenTrial
+    ) -> tuple[
+        tuple[float, float] | None,
+        int | None,
+        str | None,
+        tuple[Sweep, Suggestion] | None,
+    ]:
+        """``(band, source trial number, reason, (sweep, suggestion) to record)``."""
+        reused = self._reusable(study, trial)
+        if reused is not None:
+            raw = reused.user_attrs.get(BAND_KEY)
+            if raw is None:
+                return None, reused.number, f"{NO_BAND}: trial {reused.number}'s sweep", None
+            return (float(raw[0]), float(raw[1])), reused.number, None, None
+        sweep_fn = _lookup(_key(study._storage, trial._trial_id))
+        if sweep_fn is None:
+            no_probe = (
+                f"{NO_PROBE}: call optuna_lrrange.attach(trial, ...) before "
+                f"trial.suggest_float({self._param_name!r}, ...)"
+            )
+            return None, None, no_probe, None
+        sweep, suggestion, reason = self._run(sweep_fn, trial.number, trial._trial_id)
+        if sweep is None or suggestion is None:
+            return None, None, reason, None
+        band = suggestion.band
+        if band is None:
+            reason = f"{NO_BAND}: {suggestion.reason}"
+        return band, trial.number, reason, (sweep, suggestion)
+
+    def _run(
+        self, sweep_fn: SweepFn, number: int, trial_id: int
+    ) -> tuple[Sweep | None, Suggestion | None, str | None]:
+        """Runs one sweep; a failure comes back as ``(None, None, reason)``."""
+        start = time.perf_counter()
+        try:
+            sweep = sweep_fn(self._config)
+            if not isinstance(sweep, Sweep):
+                raise TypeError(
+                    f"the sweep function must return a Sweep, but got {type(sweep).__name__}."
+                )
+            suggestion = sweep.suggest(self._method)
+        except Exception as e:
+            return None, None, f"{SWEEP_FAILED}: {type(e).__name__}: {e}"
+        info = {
+            **dict(sweep.info),
+            "kind": "trial",
+            "trial_number": number,
+            "trial_id": trial_id,
+            "seconds": time.perf_counter() - start,
+        }
+        return replace(sweep, info=info), suggestion, None
+
+    def _reusable(self, study: Study, trial: FrozenTrial) -> FrozenTrial | None:
+        """The trial whose band this one reuses, or ``None`` when it must sweep."""
+        if self._sweep_every == 1:
+            return None
+        if self._resweep_on_params is True:
+            names: tuple[str, ...] = tuple(n for n in trial.params if n != self._param_name)
+        elif self._resweep_on_params is False:
+            names = ()
+        else:
+            names = self._resweep_on_params
+        newest: FrozenTrial | None = None
+        for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
+            if not t.number < trial.number or t.user_attrs.get(SOURCE_KEY) != t.number:
+                continue
+            if any(t.params.get(n) != trial.params.get(n) for n in names):
+                continue
+            if newest is None or t.number > newest.number:
+                newest = t
+        if newest is None or newest.number <= trial.number - self._sweep_every:
+            return None
+        return newest
+
+    def _sweep_fixed_trial(self, trial: Trial, sweep_fn: SweepFn, fixed_lr: Any) -> None:
+        """Records a sweep for a trial whose rate is fixed (``sweep_fixed=True``)."""
+        storage, trial_id = trial.study._storage, trial._trial_id
+        sweep, suggestion, reason = self._run(sweep_fn, trial.number, trial_id)
+        if sweep is not None and suggestion is not None:
+            info = {**dict(sweep.info), "param_name": self._param_name, "chosen_lr": fixed_lr}
+            info["reason"] = FIXED
+            write_sweep(storage, trial_id, replace(sweep, info=info), suggestion)
+            storage.set_trial_user_attr(trial_id, SOURCE_KEY, trial.number)
+        else:
+            _logger.warning(f"Trial {trial.number}: the sweep of a fixed rate failed ({reason}).")
+        storage.set_trial_user_attr(trial_id, BAND_USED_KEY, None)
+        storage.set_trial_user_attr(trial_id, REASON_KEY, reason or FIXED)
+
+
+# --------------------------------------------------------------------------- attach
+
+_CONFIG_FIELDS = frozenset(RangeTestConfig.__dataclass_fields__)
+_ADAPTER_OPTIONS = frozenset(
+    (
+        "step_fn",
+        "accumulation_steps",
+        "scaler",
+        "autocast_dtype",
+        "device",
+        "snapshot_device",
+        "restore",
+    )
+)
+
+
+def _pytorch_sweep_fn(
+    model: Any, optimizer: Any, loss_fn: Any, loader: Any, adapter_options: dict[str, Any]
+) -> SweepFn:
+    try:
+        import torch
+    except ImportError as e:  # pragma: no cover - torch is present in the test environment
+        raise ImportError(
+            "attach(trial, model, optimizer, ...) needs torch: `pip install optuna-lrrange[torch]`"
+            ", or pass `sweep_fn=` for another framework."
+        ) from e
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, but got {type(model).__name__}.")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(
+            f"`optimizer` must be a torch.optim.Optimizer, but got {type(optimizer).__name__}."
+        )
+    if loader is None:
+        raise TypeError("`loader` must be an iterable of batches, but got None.")
+    if loss_fn is None and adapter_options.get("step_fn") is None:
+        raise TypeError("`loss_fn` must be given (or `step_fn=` in its place), but got None.")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"`loss_fn` must be callable, but got {type(loss_fn).__name__}.")
+    config_keys = sorted(set(adapter_options) & _CONFIG_FIELDS)
+    if config_keys:
+        raise TypeError(
+            "range-test settings belong to LRRangeSampler(...), not attach(), but got "
+            f"{config_keys}."
+        )
+    unknown = sorted(set(adapter_options) - _ADAPTER_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"`adapter_options` must be among {sorted(_ADAPTER_OPTIONS)}, but got {unknown}."
+        )
+
+    def sweep_fn(config: RangeTestConfig) -> Sweep:
+        from optuna_lrrange.pytorch import range_test
+
+        return range_test(model, optimizer, loss_fn, loader, config=config, **adapter_options)
+
+    return sweep_fn
+
+
+def attach(
+    trial: Trial | FixedTrial,
+    model: Any = None,
+    optimizer: Any = None,
+    loss_fn: Callable[[Any, Any], Any] | None = None,
+    loader: Any = None,
+    *,
+    sweep_fn: SweepFn | None = None,
+    **adapter_options: Any,
+) -> None:
+    """Hands the trial's model to the study's :class:`LRRangeSampler`.
+
+    Call it in the objective once the model and optimizer exist and before the learning
+    rate is suggested; the sampler runs the range test when it is. The model is held only
+    until the trial ends (or the ``Trial`` object is garbage-collected).
+
+    Args:
+        trial: The running trial. A ``FixedTrial`` (re-running the objective with fixed
+            parameters, outside a study) is accepted and ignored.
+        model: The ``torch.nn.Module`` to probe.
+        optimizer: Its ``torch.optim.Optimizer``.
+        loss_fn: ``loss_fn(model(x), y)``, the loss of a batch.
+        loader: The batches, as :func:`optuna_lrrange.pytorch.range_test` takes them.
+        sweep_fn: Instead of the PyTorch objects, any framework's sweep:
+            ``sweep_fn(config) -> Sweep``, for example
+            ``lambda c: optuna_lrrange.run_range_test(my_step, c)``. It must leave the
+            model as it found it, also when it raises.
+        adapter_options: Further arguments of :func:`optuna_lrrange.pytorch.range_test`
+            (``step_fn``, ``accumulation_steps``, ``scaler``, ``autocast_dtype``,
+            ``device``, ``snapshot_device``, ``restore``).
+
+    Raises:
+        TypeError: The arguments are of the wrong types, or both or neither of
+            ``sweep_fn`` and the PyTorch objects are given.
+        RuntimeError: The learning rate was already suggested in this trial.
+    """
+    if isinstance(trial, FixedTrial):
+        return
+    if not isinstance(trial, Trial):
+        raise TypeError(
+            f"`trial` must be the running optuna.trial.Trial, but got {type(trial).__name__}."
+        )
+    if sweep_fn is not None:
+        if any(v is not None for v in (model, optimizer, loss_fn, loader)) or adapter_options:
+            raise TypeError(
+                "pass either `sweep_fn` or the PyTorch objects (model, optimizer, loss_fn, "
+                "loader, adapter options), but got both."
+            )
+        if not callable(sweep_fn):
+            raise TypeError(f"`sweep_fn` must be callable, but got {type(sweep_fn).__name__}.")
+        fn: SweepFn = sweep_fn
+    elif model is None:
+        raise TypeError("`model` (with optimizer, loss_fn, loader) or `sweep_fn` must be given.")
+    else:
+        fn = _pytorch_sweep_fn(model, optimizer, loss_fn, loader, adapter_options)
+
+    sampler, fixed_above = _find_sampler(trial.study.sampler)
+    if sampler is None:
+        warnings.warn(
+            "optuna_lrrange.attach: the study's sampler is "
+            f"{type(trial.study.sampler).__name__}, not an LRRangeSampler, so no range test "
+            "will run: create the study with sampler=optuna_lrrange.LRRangeSampler(...).",
+            UserWarning,
+            stacklevel=2,
+        )
+        return
+    name = sampler.param_name
+    params = trial.params
+    if name in params:
+        raise RuntimeError(
+            f"`optuna_lrrange.attach` must be called before `trial.suggest_float({name!r}, "
+            f"...)`, but trial {trial.number} already holds {name}={params[name]!r}."
+        )
+    system_attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+    fixed_params = {**fixed_above, **(system_attrs.get("fixed_params") or {})}
+    if name in fixed_params:
+        if sampler._sweep_fixed:
+            sampler._sweep_fixed_trial(trial, fn, fixed_params[name])
+        else:
+            trial.set_user_attr(REASON_KEY, FIXED)
+        return
+    key = _key(trial.study._storage, trial._trial_id)
+    token = _register(key, fn)
+    # The Trial object's end also ends the entry (ask without tell, an objective that
+    # raises before the sampler's after_trial): arguments hold no reference to the model.
+    weakref.finalize(trial, _unregister, key, token)
