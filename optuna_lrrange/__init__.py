@@ -25,11 +25,26 @@ _LAZY = {
     "LRRangeSampler": "optuna_lrrange._sampler",
     "attach": "optuna_lrrange._sampler",
     "get_sweeps": "optuna_lrrange._records",
+    "LRReestimator": "optuna_lrrange.reestimate",
+    "sweeps_dataframe": "optuna_lrrange.analysis",
+    "sweeps_summary": "optuna_lrrange.analysis",
+    "plot_sweep": "optuna_lrrange.visualization",
+    "plot_loss_change": "optuna_lrrange.visualization",
+    "plot_sweeps": "optuna_lrrange.visualization",
+    "plot_bands": "optuna_lrrange.visualization",
 }
 
 if TYPE_CHECKING:
     from optuna_lrrange._records import get_sweeps
     from optuna_lrrange._sampler import LRRangeSampler, attach
+    from optuna_lrrange.analysis import sweeps_dataframe, sweeps_summary
+    from optuna_lrrange.reestimate import LRReestimator
+    from optuna_lrrange.visualization import (
+        plot_bands,
+        plot_loss_change,
+        plot_sweep,
+        plot_sweeps,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -44,11 +59,18 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "RULES",
     "LRRangeSampler",
+    "LRReestimator",
     "RangeTestConfig",
     "Suggestion",
     "Sweep",
     "attach",
     "get_sweeps",
+    "plot_bands",
+    "plot_loss_change",
+    "plot_sweep",
+    "plot_sweeps",
     "run_range_test",
     "suggest",
+    "sweeps_dataframe",
+    "sweeps_summary",
 ]

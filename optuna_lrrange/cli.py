@@ -1,0 +1,313 @@
+"""The ``optuna-lrrange`` command: the demo study, and export and plots from a storage.
+
+Commands::
+
+    optuna-lrrange demo [--storage URL] [--study-name NAME] [--n-trials N] [--quick] [--out DIR]
+    optuna-lrrange sweeps --storage URL --study NAME [--format csv|parquet] [--summary] -o FILE
+    optuna-lrrange plot --storage URL --study NAME --kind {sweep,loss-change,overlay,bands}
+                        [--trial N] [--index I] -o FILE.png
+
+A storage is an RDB URL (``sqlite:///path.db``, ``postgresql://...``) or ``journal:PATH``
+for a journal file. A wrong URL or an unknown study name exits with status 2 and a message
+on stderr (no traceback). Messages go to the logger ``optuna.lrrange``, under optuna's own
+hierarchy, so ``optuna.logging.set_verbosity`` governs it (a logger outside the
+``optuna.`` hierarchy would ignore it); ``--verbose`` shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator, Sequence
+import contextlib
+import importlib.util
+import logging
+from pathlib import Path
+import sys
+import time
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    import optuna
+
+logger = logging.getLogger("optuna.lrrange")
+
+DEFAULT_DEMO_STORAGE = "sqlite:///studies/demo/demo.db"
+DEFAULT_DEMO_OUT = "studies/demo"
+PLOT_KINDS = ("sweep", "loss-change", "overlay", "bands")
+
+
+class CLIError(Exception):
+    """A user error: reported on stderr with exit status 2, without a traceback."""
+
+
+def _sqlite_path(url: str) -> Path | None:
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        return None
+    rest = url[len(prefix) :].split("?", 1)[0]
+    if rest in ("", ":memory:"):
+        return None
+    return Path(rest)
+
+
+def open_storage(url: str, *, create: bool = False) -> optuna.storages.BaseStorage:
+    """The storage ``url`` names.
+
+    Args:
+        url: An RDB URL or ``journal:PATH``.
+        create: Allow creating a new SQLite or journal file; reading commands pass
+            ``False`` so that a mistyped path is an error rather than a new empty file.
+
+    Raises:
+        CLIError: The URL cannot be opened.
+    """
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:") :])
+        if not create and not path.is_file():
+            raise CLIError(f"no journal file at {str(path)!r} (from --storage {url!r}).")
+        try:
+            return JournalStorage(JournalFileBackend(str(path)))
+        except Exception as e:
+            raise CLIError(f"cannot open journal storage {url!r}: {e}") from None
+    db = _sqlite_path(url)
+    if db is not None:
+        if create:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        elif not db.is_file():
+            raise CLIError(f"no SQLite file at {str(db)!r} (from --storage {url!r}).")
+    if "://" not in url:
+        raise CLIError(
+            f"--storage must be an RDB URL such as 'sqlite:///study.db' or 'journal:PATH', "
+            f"but got {url!r}."
+        )
+    try:
+        with _quiet_optuna():
+            return RDBStorage(url)
+    except Exception as e:
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CLIError(f"cannot open storage {url!r}: {message}") from None
+
+
+@contextlib.contextmanager
+def _quiet_optuna() -> Iterator[None]:
+    """Silences optuna's own logging while a storage is opened (it logs on failure)."""
+    optuna_logger = logging.getLogger("optuna")
+    level = optuna_logger.level
+    optuna_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        optuna_logger.setLevel(level)
+
+
+def load_study(url: str, name: str) -> optuna.Study:
+    """The study ``name`` in the storage at ``url``.
+
+    Raises:
+        CLIError: The storage cannot be opened or holds no study of that name (the
+            message lists the studies it holds).
+    """
+    import optuna
+
+    storage = open_storage(url)
+    try:
+        names = optuna.get_all_study_names(storage)
+    except Exception as e:
+        raise CLIError(f"cannot read studies from {url!r}: {e}") from None
+    if name not in names:
+        listed = ", ".join(repr(n) for n in sorted(names)) if names else "none"
+        raise CLIError(f"no study named {name!r} in {url!r}; the studies there: {listed}.")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from optuna_lrrange import _demo
+
+    settings = _demo.QUICK if args.quick else _demo.FULL
+    if args.n_trials is not None:
+        if args.n_trials < 1:
+            raise CLIError(f"`--n-trials >= 1` must hold, but got {args.n_trials}.")
+        settings = _demo.DemoSettings(
+            n_trials=args.n_trials,
+            epochs=settings.epochs,
+            num_iter=settings.num_iter,
+            batch_size=settings.batch_size,
+        )
+    storage = open_storage(args.storage, create=True)
+    print(
+        f"Demo: {settings.n_trials} trials of a 1-D CNN on MNIST-1D "
+        f"({settings.epochs} epochs each, {settings.num_iter}-step range test), "
+        f"study {args.study_name!r} in {args.storage}",
+        file=sys.stderr,
+    )
+    start = time.perf_counter()
+    study = _demo.run_demo(
+        storage,
+        args.study_name,
+        settings,
+        seed=args.seed,
+        show_progress_bar=not args.no_progress,
+    )
+    elapsed = time.perf_counter() - start
+    plots = _demo.write_plots(study, args.out)
+    print(_demo.summary(study, plots))
+    print(f"\nRan {settings.n_trials} trials in {elapsed:.1f} s; storage: {args.storage}")
+    return 0
+
+
+def _cmd_sweeps(args: argparse.Namespace) -> int:
+    fmt = args.format
+    if fmt is None:
+        fmt = "parquet" if str(args.output).endswith(".parquet") else "csv"
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise CLIError(
+            "--format parquet needs pyarrow, which is not installed: `pip install pyarrow` "
+            "(or use --format csv)."
+        )
+    study = load_study(args.storage, args.study)
+    from optuna_lrrange.analysis import sweeps_dataframe, sweeps_summary
+
+    frame = sweeps_summary(study) if args.summary else sweeps_dataframe(study, sma=args.sma)
+    out = args.output
+    if out == "-":
+        if fmt != "csv":
+            raise CLIError("writing to stdout ('-o -') needs --format csv.")
+        frame.to_csv(sys.stdout, index=False)
+        return 0
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        frame.to_csv(out, index=False)
+    else:
+        frame.to_parquet(out, index=False)
+    what = "sweeps" if args.summary else "sweep steps"
+    print(f"wrote {len(frame)} rows ({what}) to {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    study = load_study(args.storage, args.study)
+    import optuna_lrrange
+
+    if args.trial is not None and args.kind in ("overlay", "bands"):
+        raise CLIError(f"--trial applies to --kind sweep and loss-change, not {args.kind}.")
+    try:
+        if args.kind == "sweep":
+            ax = optuna_lrrange.plot_sweep(study, trial=args.trial, index=args.index)
+        elif args.kind == "loss-change":
+            ax = optuna_lrrange.plot_loss_change(study, trial=args.trial, index=args.index)
+        elif args.kind == "overlay":
+            ax = optuna_lrrange.plot_sweeps(study, param_name=args.param_name)
+        else:
+            ax = optuna_lrrange.plot_bands(study, param_name=args.param_name)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    cast("Figure", ax.figure).savefig(args.output, dpi=args.dpi)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``optuna-lrrange``."""
+    parser = argparse.ArgumentParser(
+        prog="optuna-lrrange",
+        description="The learning-rate range test inside Optuna studies.",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log what happens (optuna's INFO level)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the demo study (a CNN on MNIST-1D) and plot it",
+        description="Runs a real study: a 1-D CNN on MNIST-1D (generated locally), "
+        "LRRangeSampler over TPE, lr on [1e-5, 1] (log) plus channels and weight decay; "
+        "then writes four plots and prints a summary.",
+    )
+    demo.add_argument("--storage", default=DEFAULT_DEMO_STORAGE, help="storage URL (%(default)s)")
+    demo.add_argument("--study-name", default="demo", help="study name (%(default)s)")
+    demo.add_argument("--n-trials", type=int, default=None, help="trials (30; 6 with --quick)")
+    demo.add_argument("--quick", action="store_true", help="a few small trials (seconds)")
+    demo.add_argument("--out", default=DEFAULT_DEMO_OUT, help="folder for the plots (%(default)s)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of TPE and torch (%(default)s)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.set_defaults(func=_cmd_demo)
+
+    sweeps = sub.add_parser(
+        "sweeps",
+        help="export every sweep of a study as CSV or parquet",
+        description="Exports sweeps_dataframe (one row per step) or, with --summary, "
+        "sweeps_summary (one row per sweep).",
+    )
+    sweeps.add_argument("--storage", required=True, help="storage URL")
+    sweeps.add_argument("--study", required=True, help="study name")
+    sweeps.add_argument(
+        "--format",
+        choices=("csv", "parquet"),
+        default=None,
+        help="output format (default: from the file name, else csv)",
+    )
+    sweeps.add_argument("--summary", action="store_true", help="one row per sweep")
+    sweeps.add_argument("--sma", type=int, default=20, help="loss-change SMA window (20)")
+    sweeps.add_argument("-o", "--output", required=True, help="output file ('-': stdout)")
+    sweeps.set_defaults(func=_cmd_sweeps)
+
+    plot = sub.add_parser("plot", help="draw one plot of a study as an image file")
+    plot.add_argument("--storage", required=True, help="storage URL")
+    plot.add_argument("--study", required=True, help="study name")
+    plot.add_argument("--kind", choices=PLOT_KINDS, required=True, help="which plot")
+    plot.add_argument(
+        "--trial",
+        type=int,
+        default=None,
+        help="trial number for sweep and loss-change (default: the best)",
+    )
+    plot.add_argument(
+        "--index",
+        type=int,
+        default=0,
+        help="which sweep of the trial (0: the first; -1: the last)",
+    )
+    plot.add_argument("--param-name", default="lr", help="the lr parameter (%(default)s)")
+    plot.add_argument("--dpi", type=int, default=110, help="resolution (%(default)s)")
+    plot.add_argument("-o", "--output", required=True, help="output image (.png, .svg, .pdf)")
+    plot.set_defaults(func=_cmd_plot)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs ``optuna-lrrange``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO if args.verbose else optuna.logging.WARNING)
+    try:
+        return int(args.func(args))
+    except CLIError as e:
+        print(f"optuna-lrrange: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        print(f"optuna-lrrange: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("optuna-lrrange: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
