@@ -23,10 +23,10 @@ import optuna
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from _servers import open_storage  # noqa: E402
+
 import optuna_lrrange  # noqa: E402
 from optuna_lrrange.core import run_range_test  # noqa: E402
-
-from _servers import open_storage  # noqa: E402
 
 
 def load_data() -> tuple[np.ndarray, np.ndarray]:

@@ -13,13 +13,12 @@ import os
 import subprocess
 import sys
 
+from _servers import BACKENDS, open_storage, storage_spec
 import optuna
 import pytest
 
 import optuna_lrrange
 from optuna_lrrange._records import SWEEP_PREFIX, decode
-
-from _servers import BACKENDS, open_storage, storage_spec
 
 WORKER = os.path.join(os.path.dirname(__file__), "_worker.py")
 N_WORKERS, N_TRIALS = 4, 25

@@ -240,7 +240,7 @@ def _running_median(x: np.ndarray, k: int) -> np.ndarray:
     h = k // 2
     padded = np.pad(x, h, mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, k)
-    return np.median(windows, axis=1)
+    return np.asarray(np.median(windows, axis=1), dtype=float)
 
 
 def robust_steepest(
