@@ -25,7 +25,7 @@ from optuna_lrrange.core import RangeTestConfig, Suggestion, Sweep
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
-    from optuna.trial import BaseTrial
+    from optuna.trial import BaseTrial, FrozenTrial
 
 SCHEMA_VERSION = 1
 PREFIX = "lrrange:"
@@ -195,6 +195,28 @@ def read_records(
                 continue
         out.append((sweep, suggestion))
     return out
+
+
+def read_trial_records(
+    trial: FrozenTrial, *, inherited: bool = False
+) -> list[tuple[Sweep, Suggestion | None]]:
+    """A trial's readable records, for analysis: nothing unreadable ever raises.
+
+    An unreadable record is skipped with a :class:`RecordWarning` naming the trial; a trial
+    whose records need a newer optuna-lrrange is skipped whole, with the same warning.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RecordWarning)
+        try:
+            records = read_records(
+                trial.user_attrs, trial.number, inherited=inherited, strict=False
+            )
+        except ValueError as e:
+            records = []
+            warnings.warn(str(e), RecordWarning, stacklevel=1)
+    for w in caught:
+        warnings.warn(f"trial {trial.number}: {w.message}", RecordWarning, stacklevel=3)
+    return records
 
 
 def get_sweeps(trial: BaseTrial, *, inherited: bool = False) -> list[Sweep]:

@@ -34,6 +34,7 @@ from optuna.trial import FixedTrial, FrozenTrial, Trial, TrialState
 
 from optuna_lrrange._records import BAND_KEY, write_sweep
 from optuna_lrrange.core import RULES, RangeTestConfig, Suggestion, Sweep
+from optuna_lrrange.core._config import resolve_config
 
 if TYPE_CHECKING:
     from optuna.storages import BaseStorage
@@ -240,23 +241,7 @@ class LRRangeSampler(BaseSampler):
             )
         if not isinstance(param_name, str) or not param_name:
             raise TypeError(f"`param_name` must be a non-empty str, but got {param_name!r}.")
-        unknown = sorted(set(config_options) - set(RangeTestConfig.__dataclass_fields__))
-        if unknown:
-            raise TypeError(
-                "keyword options must be fields of RangeTestConfig "
-                f"({sorted(RangeTestConfig.__dataclass_fields__)}), but got {unknown}."
-            )
-        if config is None:
-            config = RangeTestConfig(**config_options)
-        elif config_options:
-            raise ValueError(
-                "pass either `config` or keyword options, but got both "
-                f"(options={sorted(config_options)})."
-            )
-        if not isinstance(config, RangeTestConfig):
-            raise TypeError(
-                f"`config` must be a RangeTestConfig or None, but got {type(config).__name__}."
-            )
+        config = resolve_config(config, config_options)
         if method is not None and method not in RULES:
             raise ValueError(
                 f"`method` must be one of {sorted(RULES)} or None, but got {method!r}."
@@ -602,13 +587,17 @@ def attach(
         return
     name = sampler.param_name
     params = trial.params
-    if name in params:
-        raise RuntimeError(
-            f"`optuna_lrrange.attach` must be called before `trial.suggest_float({name!r}, "
-            f"...)`, but trial {trial.number} already holds {name}={params[name]!r}."
-        )
     system_attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
     fixed_params = {**fixed_above, **(system_attrs.get("fixed_params") or {})}
+    if name in params and name not in fixed_params:
+        if "failed_trial" not in system_attrs:
+            raise RuntimeError(
+                f"`optuna_lrrange.attach` must be called before `trial.suggest_float({name!r}, "
+                f"...)`, but trial {trial.number} already holds {name}={params[name]!r}."
+            )
+        # A trial retried by Optuna's Retry*TrialCallback is created holding the parameters
+        # of its failed attempt: its rate is fixed.
+        fixed_params[name] = params[name]
     if name in fixed_params:
         if sampler._sweep_fixed:
             sampler._sweep_fixed_trial(trial, fn, fixed_params[name])

@@ -16,11 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 import math
 from typing import TYPE_CHECKING, Any
-import warnings
 
 import numpy as np
 
-from optuna_lrrange._records import RecordWarning, read_records
+from optuna_lrrange._records import read_trial_records
 from optuna_lrrange.core import Suggestion, Sweep
 
 if TYPE_CHECKING:
@@ -98,17 +97,7 @@ def _records(
     for trial in study.get_trials(deepcopy=False):
         if not any(key.startswith("lrrange:sweep:") for key in trial.user_attrs):
             continue
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", RecordWarning)
-            try:
-                records = read_records(
-                    trial.user_attrs, trial.number, inherited=inherited, strict=False
-                )
-            except ValueError as e:
-                records = []
-                warnings.warn(str(e), RecordWarning, stacklevel=1)
-        for w in caught:
-            warnings.warn(f"trial {trial.number}: {w.message}", RecordWarning, stacklevel=4)
+        records = read_trial_records(trial, inherited=inherited)
         for index, (sweep, suggestion) in enumerate(records):
             yield trial, index, sweep, suggestion
 

@@ -28,6 +28,7 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
 
 from optuna_lrrange._torch_state import TrainingState, preserved
 from optuna_lrrange.core import RangeTestConfig, Sweep, run_range_test
+from optuna_lrrange.core._config import resolve_config
 
 __all__ = ["TrainingState", "preserved", "range_test"]
 
@@ -97,13 +98,7 @@ def range_test(
             rate 0, neither (or both of) ``loss_fn`` and ``step_fn``, no or an empty
             ``loader``, or a loss that is not a scalar.
     """
-    if config is None:
-        config = RangeTestConfig(**config_options)
-    elif config_options:
-        raise ValueError(
-            "pass either `config` or keyword options, but got both "
-            f"(options={sorted(config_options)})."
-        )
+    config = resolve_config(config, config_options)
     _check_arguments(model, optimizer, loss_fn, loader, step_fn, accumulation_steps)
     assert loader is not None
     groups = optimizer.param_groups

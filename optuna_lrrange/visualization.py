@@ -24,11 +24,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 import math
 from typing import TYPE_CHECKING, Any
-import warnings
 
 import numpy as np
 
-from optuna_lrrange._records import RecordWarning, read_records
+from optuna_lrrange._records import read_trial_records
 from optuna_lrrange.core import Suggestion, Sweep
 from optuna_lrrange.core._smoothing import loss_change as _loss_change
 
@@ -81,24 +80,6 @@ def _fmt(lr: float) -> str:
 
 
 # --------------------------------------------------------------------------- sources
-
-
-def _trial_records(
-    trial: FrozenTrial, inherited: bool = False
-) -> list[tuple[Sweep, Suggestion | None]]:
-    """The readable records of a trial; an unreadable one is skipped with a warning."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", RecordWarning)
-        try:
-            records = read_records(
-                trial.user_attrs, trial.number, inherited=inherited, strict=False
-            )
-        except ValueError as e:
-            records = []
-            warnings.warn(str(e), RecordWarning, stacklevel=1)
-    for w in caught:
-        warnings.warn(f"trial {trial.number}: {w.message}", RecordWarning, stacklevel=3)
-    return records
 
 
 def _has_records(trial: FrozenTrial) -> bool:
@@ -159,7 +140,7 @@ def _resolve(source: SweepSource, trial: int | None, index: int) -> _Resolved:
             "`source` must be a Sweep, an optuna.Study or a FrozenTrial, but got "
             f"{type(source).__name__}."
         )
-    records = _trial_records(frozen)
+    records = read_trial_records(frozen)
     if not records:
         raise ValueError(f"trial {frozen.number} must hold a sweep record, but it holds none.")
     if not -len(records) <= index < len(records):
@@ -563,7 +544,7 @@ def get_sweeps_plot_info(
     for t in study.get_trials(deepcopy=False):
         if not _has_records(t):
             continue
-        records = _trial_records(t)
+        records = read_trial_records(t)
         if not records:
             continue
         sweep, suggestion = records[0]
@@ -756,7 +737,7 @@ def get_bands_plot_info(study: optuna.Study, *, param_name: str = "lr") -> Bands
             search_range = (float(dist.low), float(dist.high))
         if not _has_records(t):
             continue
-        records = _trial_records(t)
+        records = read_trial_records(t)
         for i, (sweep, suggestion) in enumerate(records):
             kind = str(sweep.info.get("kind", "trial"))
             chosen: Any = t.params.get(param_name) if i == 0 else None

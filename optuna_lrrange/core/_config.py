@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 import math
 from typing import Any
@@ -86,3 +87,27 @@ class RangeTestConfig:
     def from_dict(cls, data: dict[str, Any]) -> RangeTestConfig:
         known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
         return cls(**known)
+
+
+def resolve_config(config: RangeTestConfig | None, options: Mapping[str, Any]) -> RangeTestConfig:
+    """``config``, or the settings built from keyword ``options``; never both.
+
+    Raises:
+        TypeError: ``config`` is not a RangeTestConfig, or an option is not one of its fields.
+        ValueError: Both are given, or a setting is invalid.
+    """
+    fields = sorted(RangeTestConfig.__dataclass_fields__)
+    unknown = sorted(set(options) - set(fields))
+    if unknown:
+        raise TypeError(f"range-test options must be among {fields}, but got {unknown}.")
+    if config is None:
+        return RangeTestConfig(**options)
+    if options:
+        raise ValueError(
+            f"pass either `config` or keyword options, but got both (options={sorted(options)})."
+        )
+    if not isinstance(config, RangeTestConfig):
+        raise TypeError(
+            f"`config` must be a RangeTestConfig or None, but got {type(config).__name__}."
+        )
+    return config

@@ -9,7 +9,7 @@ from typing import Any, SupportsFloat
 
 import numpy as np
 
-from optuna_lrrange.core._config import RangeTestConfig
+from optuna_lrrange.core._config import RangeTestConfig, resolve_config
 from optuna_lrrange.core._rules import Suggestion, suggest
 from optuna_lrrange.core._smoothing import ema, loss_change
 
@@ -93,12 +93,7 @@ def run_range_test(
 
     An exception raised by ``step`` propagates; the caller restores its state.
     """
-    if config is None:
-        config = RangeTestConfig(**options)
-    elif options:
-        raise ValueError(
-            f"pass either `config` or keyword options, but got both (options={sorted(options)})."
-        )
+    config = resolve_config(config, options)
     beta, factor = config.smooth_beta, config.diverge_factor
     lrs: list[float] = []
     losses: list[float] = []
@@ -108,7 +103,14 @@ def run_range_test(
     reason = COMPLETED
     for i in range(config.num_iter):
         lr = config.lr_at(i)
-        loss = float(step(lr))
+        raw = step(lr)
+        try:
+            loss = float(raw)
+        except (TypeError, ValueError):
+            raise TypeError(
+                "`step` must return the loss as a float (anything `float()` accepts), but got "
+                f"{type(raw).__name__} {raw!r:.80}."
+            ) from None
         lrs.append(lr)
         losses.append(loss)
         if not math.isfinite(loss):
