@@ -310,7 +310,20 @@ class LRRangeSampler(BaseSampler):
         try:
             self._base_sampler.after_trial(study, trial, state, values)
         finally:
-            _unregister(_key(study._storage, trial._trial_id))
+            key = _key(study._storage, trial._trial_id)
+            probe = _lookup(key)
+            _unregister(key)
+            if (
+                probe is not None
+                and state == TrialState.COMPLETE
+                and self._param_name not in trial.params
+            ):
+                _logger.warning(
+                    f"Trial {trial.number}: optuna_lrrange.attach was called but "
+                    f"`{self._param_name}` was never suggested, so no range test ran; the "
+                    f"sampler narrows the parameter named by LRRangeSampler(param_name="
+                    f"{self._param_name!r})."
+                )
 
     def sample_independent(
         self,
@@ -481,18 +494,12 @@ def _pytorch_sweep_fn(
     model: Any, optimizer: Any, loss_fn: Any, loader: Any, adapter_options: dict[str, Any]
 ) -> SweepFn:
     try:
-        import torch
+        from optuna_lrrange.pytorch import _check_arguments, range_test
     except ImportError as e:  # pragma: no cover - torch is present in the test environment
         raise ImportError(
             "attach(trial, model, optimizer, ...) needs torch: `pip install optuna-lrrange[torch]`"
             ", or pass `sweep_fn=` for another framework."
         ) from e
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"`model` must be a torch.nn.Module, but got {type(model).__name__}.")
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(
-            f"`optimizer` must be a torch.optim.Optimizer, but got {type(optimizer).__name__}."
-        )
     if loader is None:
         raise TypeError("`loader` must be an iterable of batches, but got None.")
     if loss_fn is None and adapter_options.get("step_fn") is None:
@@ -510,10 +517,18 @@ def _pytorch_sweep_fn(
         raise TypeError(
             f"`adapter_options` must be among {sorted(_ADAPTER_OPTIONS)}, but got {unknown}."
         )
+    # Fail at attach, not silently at every sweep: the model and optimizer types, an
+    # optimizer without param groups, both loss_fn and step_fn, accumulation_steps < 1.
+    _check_arguments(
+        model,
+        optimizer,
+        loss_fn,
+        loader,
+        adapter_options.get("step_fn"),
+        adapter_options.get("accumulation_steps", 1),
+    )
 
     def sweep_fn(config: RangeTestConfig) -> Sweep:
-        from optuna_lrrange.pytorch import range_test
-
         return range_test(model, optimizer, loss_fn, loader, config=config, **adapter_options)
 
     return sweep_fn

@@ -1,0 +1,757 @@
+"""Bad input: a catalogue, one row per input, each answered by a clear message.
+
+Every row is ``(id, callable, expected, message regex)``. ``expected`` is what answers it:
+
+* an exception type: the callable raises it, and its message says what must hold and what
+  was given;
+* a warning type: the callable warns (the read side: an unreadable stored record is skipped
+  with a ``RecordWarning``, never a crash);
+* ``REASON``: the callable runs a study; the trial still COMPLETEs, with the message in its
+  ``lrrange:reason`` user attribute (a failed sweep never fails a trial);
+* ``LOGGED``: the trial completes and the message is logged on ``optuna.lrrange``.
+
+Covered: the learning rate suggested as an int, a categorical, a linear float, a stepped
+float, a log float with a non-positive low bound (Optuna's own message); range-test
+settings (start >= end, non-positive or infinite rates, too few or non-int steps, a
+divergence factor <= 1, an unknown mode, a smoothing beta of 1); ``LRRangeSampler``
+arguments (bad base sampler, unknown option, config and options both, a config of the wrong
+type, unknown method, ``sweep_every < 1``, empty ``param_name``, a string for
+``resweep_on_params``); ``suggest`` (unknown method, rates not increasing, non-positive, of
+unequal length); ``run_range_test`` (a step returning no number, config and options both);
+the hand-off to ``attach`` (no model, wrong model or optimizer types, both ``sweep_fn`` and
+a model, attach after the rate was suggested, a ``FrozenTrial``, range-test settings or
+unknown options given to attach, no loader, an optimizer with no param groups, both
+``loss_fn`` and ``step_fn``, ``accumulation_steps < 1``, a study whose sampler is not an
+``LRRangeSampler``, no attach at all, a rate suggested under another name); ``range_test``
+(no param groups, an empty loader, a non-scalar loss, a loss that is not a tensor, a batch
+that is not a pair, ``accumulation_steps < 1``, the first group at rate 0); records (a
+future schema version, a corrupted or malformed record read strictly, the same read
+non-strictly and by ``sweeps_dataframe``, ``get_sweeps`` of a non-trial); a user's
+``sweep_fn`` returning a non-Sweep or a step returning ``None``; ``LRReestimator`` with no
+trigger or a trigger < 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import json
+import logging
+from pathlib import Path
+import re
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+import pytest
+import torch
+
+import optuna_lrrange as ol
+from optuna_lrrange import RangeTestConfig, run_range_test, suggest
+from optuna_lrrange._records import RecordWarning, encode, read_records
+from optuna_lrrange.pytorch import range_test
+from optuna_lrrange.reestimate import LRReestimator
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+REASON = "recorded reason"
+LOGGED = "logged warning"
+
+LRS = [1e-5 * 10 ** (i / 10) for i in range(30)]
+LOSSES = [1.0 - 0.01 * i for i in range(30)]
+
+
+# ------------------------------------------------------------------------- helpers
+
+
+def good_sweep(config: RangeTestConfig) -> ol.Sweep:
+    return run_range_test(lambda lr: 1.0 / (1.0 + lr), config)
+
+
+def tiny() -> tuple[torch.nn.Module, torch.optim.Optimizer, list[Any]]:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = torch.randn(32, 4), torch.randn(32, 1)
+    return model, optimizer, [(x[:16], y[:16]), (x[16:], y[16:])]
+
+
+def mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.mse_loss(out, y)
+
+
+def run_trial(
+    objective: Callable[[optuna.Trial], float],
+    sampler: optuna.samplers.BaseSampler | None = None,
+    storage: str | None = None,
+) -> optuna.trial.FrozenTrial:
+    sampler = (
+        ol.LRRangeSampler(optuna.samplers.RandomSampler(seed=0), num_iter=20)
+        if sampler is None
+        else sampler
+    )
+    study = optuna.create_study(sampler=sampler, storage=storage)
+    study.optimize(objective, n_trials=1)
+    return study.trials[-1]
+
+
+def suggesting(suggest_lr: Callable[[optuna.Trial], Any]) -> Callable[[Path], Any]:
+    """A study whose objective attaches a sweep, then asks for the rate as ``suggest_lr``."""
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=good_sweep)
+        suggest_lr(trial)
+        return 0.0
+
+    return lambda tmp_path: run_trial(objective)
+
+
+def attaching(**kwargs: Any) -> Callable[[Path], Any]:
+    """A study whose objective calls ``attach(trial, **kwargs)`` (``tiny`` objects by name)."""
+
+    def objective(trial: optuna.Trial) -> float:
+        model, optimizer, batches = tiny()
+        named = {"MODEL": model, "OPTIMIZER": optimizer, "BATCHES": batches}
+        arguments = {k: named.get(v, v) if isinstance(v, str) else v for k, v in kwargs.items()}
+        if arguments.pop("empty_groups", False):
+            optimizer.param_groups.clear()
+        ol.attach(trial, **arguments)
+        return trial.suggest_float("lr", 1e-6, 1.0, log=True)
+
+    return lambda tmp_path: run_trial(objective)
+
+
+def torch_range_test(loss_fn: Any = mse, loader: Any = "BATCHES", **kwargs: Any) -> Any:
+    def run(tmp_path: Path) -> Any:
+        model, optimizer, batches = tiny()
+        if kwargs.pop("empty_groups", False):
+            optimizer.param_groups.clear()
+        if kwargs.pop("zero_lr", False):
+            optimizer.param_groups[0]["lr"] = 0.0
+        return range_test(
+            model,
+            optimizer,
+            loss_fn,
+            batches if loader == "BATCHES" else loader,
+            num_iter=10,
+            **kwargs,
+        )
+
+    return run
+
+
+def study_with_record(tmp_path: Path, text: str) -> optuna.Study:
+    """An SQLite study: trial 0 with a good sweep, trial 1 holding ``text`` as its record."""
+    study = optuna.create_study(
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+        sampler=ol.LRRangeSampler(optuna.samplers.RandomSampler(seed=0), num_iter=20),
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=good_sweep)
+        return trial.suggest_float("lr", 1e-6, 1.0, log=True)
+
+    study.optimize(objective, n_trials=1)
+    trial = study.ask()
+    trial.set_user_attr("lrrange:sweep:0", text)
+    study.tell(trial, 0.0)
+    return study
+
+
+def future_record() -> str:
+    data = json.loads(encode(good_sweep(RangeTestConfig(num_iter=20))))
+    data["schema"] = 99
+    return json.dumps(data)
+
+
+def get_sweeps_of_trial_1(text: str) -> Callable[[Path], Any]:
+    return lambda tmp_path: ol.get_sweeps(study_with_record(tmp_path, text).trials[1])
+
+
+def read_non_strict(tmp_path: Path) -> None:
+    study = study_with_record(tmp_path, '{"schema": 1, "lrs": [0.1')
+    trials = study.trials
+    assert len(read_records(trials[0].user_attrs, 0, strict=False)) == 1
+    assert read_records(trials[1].user_attrs, 1, strict=False) == []
+
+
+def dataframe_skips(tmp_path: Path) -> None:
+    study = study_with_record(tmp_path, "garbage")
+    frame = ol.sweeps_dataframe(study)
+    assert set(frame["number"]) == {0} and len(frame) == 20
+    assert len(ol.sweeps_summary(study)) == 1
+
+
+def attach_after_suggest(tmp_path: Path) -> Any:
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-6, 1.0, log=True)
+        ol.attach(trial, sweep_fn=good_sweep)
+        return lr
+
+    return run_trial(objective)
+
+
+def attach_without_lrrange_sampler(tmp_path: Path) -> Any:
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=good_sweep)
+        return trial.suggest_float("lr", 1e-6, 1.0, log=True)
+
+    return run_trial(objective, sampler=optuna.samplers.RandomSampler(seed=0))
+
+
+def attach_frozen_trial(tmp_path: Path) -> Any:
+    frozen = optuna.trial.create_trial(value=0.0)
+    return ol.attach(frozen, sweep_fn=good_sweep)  # type: ignore[arg-type]
+
+
+def sweep_fn_returning(value: Any) -> Callable[[Path], Any]:
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=lambda config: value)
+        return trial.suggest_float("lr", 1e-6, 1.0, log=True)
+
+    return lambda tmp_path: run_trial(objective, storage=f"sqlite:///{tmp_path / 's.db'}")
+
+
+def step_returning_none(tmp_path: Path) -> Any:
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=lambda config: run_range_test(lambda lr: None, config))
+        return trial.suggest_float("lr", 1e-6, 1.0, log=True)
+
+    return run_trial(objective)
+
+
+def no_attach(tmp_path: Path) -> Any:
+    return run_trial(lambda trial: trial.suggest_float("lr", 1e-6, 1.0, log=True))
+
+
+def rate_under_another_name(tmp_path: Path) -> Any:
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=good_sweep)
+        return trial.suggest_float("learning_rate", 1e-6, 1.0, log=True)
+
+    return run_trial(objective)
+
+
+def reestimator(**kwargs: Any) -> Callable[[Path], Any]:
+    def build(tmp_path: Path) -> Any:
+        model, optimizer, batches = tiny()
+        return LRReestimator(model, optimizer, mse, batches, **kwargs)
+
+    return build
+
+
+# ------------------------------------------------------------------------- the catalogue
+
+CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
+    # --- how the learning rate is suggested
+    (
+        "lr_as_int",
+        suggesting(lambda t: t.suggest_int("lr", 1, 10)),
+        ValueError,
+        r"must be suggested as `trial\.suggest_float\('lr', low, high, log=True\)`, "
+        r"but got IntDistribution",
+    ),
+    (
+        "lr_as_categorical",
+        suggesting(lambda t: t.suggest_categorical("lr", [0.1, 0.01])),
+        ValueError,
+        r"log=True\)`, but got CategoricalDistribution\(choices=\(0\.1, 0\.01\)\)",
+    ),
+    (
+        "lr_linear_float",
+        suggesting(lambda t: t.suggest_float("lr", 1e-5, 1.0)),
+        ValueError,
+        r"log=True\)`, but got FloatDistribution\(high=1\.0, log=False, low=1e-05",
+    ),
+    (
+        "lr_stepped_float",
+        suggesting(lambda t: t.suggest_float("lr", 0.1, 1.0, step=0.1)),
+        ValueError,
+        r"log=True\)`, but got FloatDistribution\(.*step=0\.1\)",
+    ),
+    (
+        "lr_log_low_zero",
+        suggesting(lambda t: t.suggest_float("lr", 0.0, 1.0, log=True)),
+        ValueError,
+        r"`low > 0` must hold for `log=True`, but got \(low=0\.0, high=1\.0\)",
+    ),
+    (
+        "lr_log_low_negative",
+        suggesting(lambda t: t.suggest_float("lr", -1.0, 1.0, log=True)),
+        ValueError,
+        r"`low > 0` must hold for `log=True`, but got \(low=-1\.0, high=1\.0\)",
+    ),
+    # --- range-test settings
+    (
+        "start_lr_eq_end_lr",
+        lambda p: RangeTestConfig(start_lr=1.0, end_lr=1.0),
+        ValueError,
+        r"`start_lr < end_lr` must hold, but got \(start_lr=1\.0, end_lr=1\.0\)",
+    ),
+    (
+        "start_lr_gt_end_lr",
+        lambda p: ol.LRRangeSampler(start_lr=1.0, end_lr=1e-3),
+        ValueError,
+        r"`start_lr < end_lr` must hold, but got \(start_lr=1\.0, end_lr=0\.001\)",
+    ),
+    (
+        "start_lr_zero",
+        lambda p: RangeTestConfig(start_lr=0.0),
+        ValueError,
+        r"`start_lr > 0` must hold, but got start_lr=0\.0",
+    ),
+    (
+        "end_lr_inf",
+        lambda p: RangeTestConfig(end_lr=float("inf")),
+        ValueError,
+        r"`end_lr` must be a finite real number, but got inf",
+    ),
+    (
+        "too_few_steps",
+        lambda p: RangeTestConfig(num_iter=5),
+        ValueError,
+        r"`num_iter >= 10` must hold, but got num_iter=5",
+    ),
+    (
+        "num_iter_float",
+        lambda p: RangeTestConfig(num_iter=100.0),
+        ValueError,
+        r"`num_iter` must be an int, but got 100\.0",
+    ),
+    (
+        "diverge_factor_1",
+        lambda p: RangeTestConfig(diverge_factor=1.0),
+        ValueError,
+        r"`diverge_factor > 1` must hold, but got diverge_factor=1\.0",
+    ),
+    (
+        "diverge_factor_negative",
+        lambda p: ol.LRRangeSampler(diverge_factor=-4),
+        ValueError,
+        r"`diverge_factor > 1` must hold, but got diverge_factor=-4",
+    ),
+    (
+        "unknown_mode",
+        lambda p: RangeTestConfig(mode="cosine"),
+        ValueError,
+        r"`mode` must be one of \('exp', 'linear'\), but got 'cosine'",
+    ),
+    (
+        "smooth_beta_1",
+        lambda p: RangeTestConfig(smooth_beta=1.0),
+        ValueError,
+        r"`0 <= smooth_beta < 1` must hold, but got smooth_beta=1\.0",
+    ),
+    # --- LRRangeSampler arguments
+    (
+        "bad_base_sampler",
+        lambda p: ol.LRRangeSampler("tpe"),
+        TypeError,
+        r"`base_sampler` must be an optuna BaseSampler or None, but got str",
+    ),
+    (
+        "base_sampler_class_not_instance",
+        lambda p: ol.LRRangeSampler(optuna.samplers.TPESampler),
+        TypeError,
+        r"`base_sampler` must be an optuna BaseSampler or None, but got ABCMeta",
+    ),
+    (
+        "unknown_sampler_option",
+        lambda p: ol.LRRangeSampler(num_iters=50),
+        TypeError,
+        r"range-test options must be among \[.*'num_iter'.*\], but got \['num_iters'\]",
+    ),
+    (
+        "config_and_options",
+        lambda p: ol.LRRangeSampler(config=RangeTestConfig(), num_iter=50),
+        ValueError,
+        r"pass either `config` or keyword options, but got both \(options=\['num_iter'\]\)",
+    ),
+    (
+        "config_wrong_type",
+        lambda p: ol.LRRangeSampler(config={"num_iter": 50}),
+        TypeError,
+        r"`config` must be a RangeTestConfig or None, but got dict",
+    ),
+    (
+        "sampler_unknown_method",
+        lambda p: ol.LRRangeSampler(method="magic"),
+        ValueError,
+        r"`method` must be one of \[.*'steepest_band'.*\] or None, but got 'magic'",
+    ),
+    (
+        "sweep_every_0",
+        lambda p: ol.LRRangeSampler(sweep_every=0),
+        ValueError,
+        r"`sweep_every >= 1` must hold, but got sweep_every=0",
+    ),
+    (
+        "sweep_every_float",
+        lambda p: ol.LRRangeSampler(sweep_every=2.5),
+        ValueError,
+        r"`sweep_every >= 1` must hold, but got sweep_every=2\.5",
+    ),
+    (
+        "empty_param_name",
+        lambda p: ol.LRRangeSampler(param_name=""),
+        TypeError,
+        r"`param_name` must be a non-empty str, but got ''",
+    ),
+    (
+        "resweep_on_params_str",
+        lambda p: ol.LRRangeSampler(resweep_on_params="x"),
+        TypeError,
+        r"`resweep_on_params` must be a bool or a sequence of parameter names, but got 'x'",
+    ),
+    # --- suggest and run_range_test
+    (
+        "suggest_unknown_method",
+        lambda p: suggest(LRS, LOSSES, "magic"),
+        ValueError,
+        r"`method` must be one of \[.*\] or None, but got 'magic'",
+    ),
+    (
+        "sweep_suggest_unknown_method",
+        lambda p: good_sweep(RangeTestConfig(num_iter=20)).suggest("fastai"),
+        ValueError,
+        r"`method` must be one of \[.*\] or None, but got 'fastai'",
+    ),
+    (
+        "lrs_not_increasing",
+        lambda p: suggest(LRS[::-1], LOSSES),
+        ValueError,
+        r"`lrs` must be strictly increasing, but it is not",
+    ),
+    (
+        "lrs_non_positive",
+        lambda p: suggest([0.0, *LRS[1:]], LOSSES),
+        ValueError,
+        r"every learning rate must be positive and finite, but got",
+    ),
+    (
+        "lrs_losses_unequal",
+        lambda p: suggest(LRS, LOSSES[:-1]),
+        ValueError,
+        r"must be 1-D and of equal length, but got shapes \(30,\) and \(29,\)",
+    ),
+    (
+        "step_returns_none",
+        lambda p: run_range_test(lambda lr: None),
+        TypeError,
+        r"`step` must return the loss as a float \(anything `float\(\)` accepts\), "
+        r"but got NoneType None",
+    ),
+    (
+        "step_returns_text",
+        lambda p: run_range_test(lambda lr: "low"),
+        TypeError,
+        r"`step` must return the loss as a float .*, but got str 'low'",
+    ),
+    (
+        "run_config_and_options",
+        lambda p: run_range_test(lambda lr: 1.0, RangeTestConfig(), num_iter=20),
+        ValueError,
+        r"pass either `config` or keyword options, but got both \(options=\['num_iter'\]\)",
+    ),
+    # --- the hand-off to attach
+    (
+        "attach_no_model",
+        attaching(),
+        TypeError,
+        r"`model` \(with optimizer, loss_fn, loader\) or `sweep_fn` must be given",
+    ),
+    (
+        "attach_model_none",
+        attaching(model=None, optimizer="OPTIMIZER", loss_fn=mse, loader="BATCHES"),
+        TypeError,
+        r"`model` \(with optimizer, loss_fn, loader\) or `sweep_fn` must be given",
+    ),
+    (
+        "attach_model_wrong_type",
+        attaching(model=[1.0], optimizer="OPTIMIZER", loss_fn=mse, loader="BATCHES"),
+        TypeError,
+        r"`model` must be a torch\.nn\.Module, but got list",
+    ),
+    (
+        "attach_optimizer_wrong_type",
+        attaching(model="MODEL", optimizer=0.1, loss_fn=mse, loader="BATCHES"),
+        TypeError,
+        r"`optimizer` must be a torch\.optim\.Optimizer, but got float",
+    ),
+    (
+        "attach_model_and_sweep_fn",
+        attaching(model="MODEL", sweep_fn=good_sweep),
+        TypeError,
+        r"pass either `sweep_fn` or the PyTorch objects .*, but got both",
+    ),
+    (
+        "attach_sweep_fn_not_callable",
+        attaching(sweep_fn="not callable"),
+        TypeError,
+        r"`sweep_fn` must be callable, but got str",
+    ),
+    (
+        "attach_no_loader",
+        attaching(model="MODEL", optimizer="OPTIMIZER", loss_fn=mse),
+        TypeError,
+        r"`loader` must be an iterable of batches, but got None",
+    ),
+    (
+        "attach_no_loss",
+        attaching(model="MODEL", optimizer="OPTIMIZER", loader="BATCHES"),
+        TypeError,
+        r"`loss_fn` must be given \(or `step_fn=` in its place\), but got None",
+    ),
+    (
+        "attach_range_test_setting",
+        attaching(
+            model="MODEL", optimizer="OPTIMIZER", loss_fn=mse, loader="BATCHES", num_iter=50
+        ),
+        TypeError,
+        r"range-test settings belong to LRRangeSampler\(\.\.\.\), not attach\(\), "
+        r"but got \['num_iter'\]",
+    ),
+    (
+        "attach_unknown_option",
+        attaching(
+            model="MODEL", optimizer="OPTIMIZER", loss_fn=mse, loader="BATCHES", accumulate=4
+        ),
+        TypeError,
+        r"`adapter_options` must be among \[.*\], but got \['accumulate'\]",
+    ),
+    (
+        "attach_no_param_groups",
+        attaching(
+            model="MODEL", optimizer="OPTIMIZER", loss_fn=mse, loader="BATCHES", empty_groups=True
+        ),
+        ValueError,
+        r"the optimizer must have at least one param group, but got none",
+    ),
+    (
+        "attach_loss_fn_and_step_fn",
+        attaching(
+            model="MODEL",
+            optimizer="OPTIMIZER",
+            loss_fn=mse,
+            loader="BATCHES",
+            step_fn=lambda b: 0.0,
+        ),
+        ValueError,
+        r"exactly one of `loss_fn` and `step_fn` must be given, but got \(loss_fn=",
+    ),
+    (
+        "attach_accumulation_steps_0",
+        attaching(
+            model="MODEL",
+            optimizer="OPTIMIZER",
+            loss_fn=mse,
+            loader="BATCHES",
+            accumulation_steps=0,
+        ),
+        ValueError,
+        r"`accumulation_steps >= 1` must hold, but got 0",
+    ),
+    (
+        "attach_after_suggest",
+        attach_after_suggest,
+        RuntimeError,
+        r"`optuna_lrrange\.attach` must be called before `trial\.suggest_float\('lr', \.\.\.\)`, "
+        r"but trial 0 already holds lr=",
+    ),
+    (
+        "attach_frozen_trial",
+        attach_frozen_trial,
+        TypeError,
+        r"`trial` must be the running optuna\.trial\.Trial, but got FrozenTrial",
+    ),
+    (
+        "attach_not_lrrange_sampler",
+        attach_without_lrrange_sampler,
+        UserWarning,
+        r"the study's sampler is RandomSampler, not an LRRangeSampler, so no range test will run",
+    ),
+    (
+        "no_attach",
+        no_attach,
+        REASON,
+        r"^no_probe: call optuna_lrrange\.attach\(trial, \.\.\.\) before "
+        r"trial\.suggest_float\('lr', \.\.\.\)$",
+    ),
+    (
+        "rate_under_another_name",
+        rate_under_another_name,
+        LOGGED,
+        r"attach was called but `lr` was never suggested, so no range test ran.*"
+        r"LRRangeSampler\(param_name='lr'\)",
+    ),
+    # --- range_test on a torch model
+    (
+        "range_test_no_param_groups",
+        torch_range_test(empty_groups=True),
+        ValueError,
+        r"the optimizer must have at least one param group, but got none",
+    ),
+    (
+        "range_test_empty_loader",
+        torch_range_test(loader=[]),
+        ValueError,
+        r"`loader` must yield at least one batch, but it yielded none",
+    ),
+    (
+        "range_test_loss_not_scalar",
+        torch_range_test(loss_fn=lambda out, y: (out - y) ** 2),
+        ValueError,
+        r"`loss_fn` must return a scalar \(0-d\) loss, but got shape \(16, 1\)",
+    ),
+    (
+        "range_test_loss_not_tensor",
+        torch_range_test(loss_fn=lambda out, y: 0.5),
+        TypeError,
+        r"`loss_fn` must return a torch\.Tensor, but got float",
+    ),
+    (
+        "range_test_batch_not_pair",
+        torch_range_test(loader=[torch.zeros(16, 4)]),
+        TypeError,
+        r"each batch must be an \(x, y\) pair .*, but got Tensor",
+    ),
+    (
+        "range_test_accumulation_steps_0",
+        torch_range_test(accumulation_steps=0),
+        ValueError,
+        r"`accumulation_steps >= 1` must hold, but got 0",
+    ),
+    (
+        "range_test_first_group_lr_0",
+        torch_range_test(zero_lr=True),
+        ValueError,
+        r"the first param group's learning rate must be nonzero .*, but got lrs=\[0\.0\]",
+    ),
+    (
+        "range_test_step_fn_returns_text",
+        torch_range_test(loss_fn=None, step_fn=lambda batch: "low"),
+        TypeError,
+        r"`step_fn` must return the loss as a float or a 0-d tensor, but got str",
+    ),
+    # --- records in storage
+    (
+        "future_schema",
+        get_sweeps_of_trial_1(future_record()),
+        ValueError,
+        r"reads sweep records of schema <= 1, but got schema 99: upgrade optuna-lrrange",
+    ),
+    (
+        "corrupt_record_strict",
+        get_sweeps_of_trial_1('{"schema": 1, "lrs": [0.1'),
+        ValueError,
+        r"cannot read user attribute 'lrrange:sweep:0': a sweep record must be a JSON string, "
+        r"but got '\{\"schema\": 1, \"lrs\": \[0\.1'",
+    ),
+    (
+        "malformed_record_strict",
+        get_sweeps_of_trial_1('{"schema": 1}'),
+        ValueError,
+        r"cannot read user attribute 'lrrange:sweep:0': a sweep record is malformed: "
+        r"KeyError\('lrs'\)",
+    ),
+    (
+        "record_not_an_object",
+        get_sweeps_of_trial_1("[1, 2]"),
+        ValueError,
+        r"a sweep record must be a JSON object, but got list",
+    ),
+    (
+        "corrupt_record_non_strict",
+        read_non_strict,
+        RecordWarning,
+        r"skipped user attribute 'lrrange:sweep:0': a sweep record must be a JSON string",
+    ),
+    (
+        "corrupt_record_in_dataframe",
+        dataframe_skips,
+        RecordWarning,
+        r"trial 1: skipped user attribute 'lrrange:sweep:0'",
+    ),
+    (
+        "get_sweeps_not_a_trial",
+        lambda p: ol.get_sweeps({"lrrange:sweep:0": "{}"}),
+        TypeError,
+        r"`trial` must be an optuna Trial or FrozenTrial, but got dict",
+    ),
+    # --- a user's sweep function
+    (
+        "sweep_fn_returns_dict",
+        sweep_fn_returning({"lrs": [], "losses": []}),
+        REASON,
+        r"^sweep_failed: TypeError: the sweep function must return a Sweep, but got dict\.$",
+    ),
+    (
+        "sweep_fn_returns_none",
+        sweep_fn_returning(None),
+        REASON,
+        r"^sweep_failed: TypeError: the sweep function must return a Sweep, but got NoneType\.$",
+    ),
+    (
+        "sweep_step_returns_none",
+        step_returning_none,
+        REASON,
+        r"^sweep_failed: TypeError: `step` must return the loss as a float",
+    ),
+    # --- LRReestimator
+    (
+        "reestimator_no_trigger",
+        reestimator(),
+        ValueError,
+        r"one of `every_epochs`, `every_steps`, `on_plateau` must be set, but got none",
+    ),
+    (
+        "reestimator_every_epochs_0",
+        reestimator(every_epochs=0),
+        ValueError,
+        r"`every_epochs >= 1` must hold, but got every_epochs=0",
+    ),
+    (
+        "reestimator_start_lr",
+        reestimator(every_epochs=1, start_lr=1e-4),
+        ValueError,
+        r"`start_lr` is set from the current rate and `span`, but got start_lr=0\.0001",
+    ),
+]
+
+
+def test_the_catalogue_is_long_and_its_ids_unique() -> None:
+    ids = [row[0] for row in CATALOGUE]
+    assert len(ids) == len(set(ids)) >= 20
+
+
+@pytest.mark.parametrize(
+    ("call", "expected", "message"),
+    [pytest.param(*row[1:], id=row[0]) for row in CATALOGUE],
+)
+def test_bad_input_is_answered_clearly(
+    call: Callable[[Path], Any], expected: Any, message: str, tmp_path: Path
+) -> None:
+    if expected == REASON:
+        trial = call(tmp_path)
+        assert trial.state == TrialState.COMPLETE
+        assert re.search(message, trial.user_attrs["lrrange:reason"]), trial.user_attrs
+    elif expected == LOGGED:
+        records: list[logging.LogRecord] = []
+        handler = logging.Handler(logging.WARNING)
+        handler.emit = records.append  # type: ignore[method-assign]
+        logger = logging.getLogger("optuna.lrrange")
+        logger.addHandler(handler)
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            trial = call(tmp_path)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+            logger.removeHandler(handler)
+        assert trial.state == TrialState.COMPLETE
+        assert any(re.search(message, r.getMessage()) for r in records), records
+    elif issubclass(expected, Warning):
+        with pytest.warns(expected, match=message):
+            call(tmp_path)
+    else:
+        with pytest.raises(expected, match=message):
+            call(tmp_path)
