@@ -189,7 +189,9 @@ class LRReestimator:
             fewer when a sweep diverges early).
         span: Decades of learning rate the sweep covers either side of the current rate.
         method: The suggestion rule (a name in ``optuna_lrrange.RULES``); ``None`` for the
-            default.
+            default, falling back to ``edge_div10`` (a tenth of the rate where the loss
+            starts to rise) when the default finds no descent, as sweeps from trained
+            weights mostly do.
         apply: ``"set"``: set the new rate on every param group. ``"scale_scheduler"``:
             multiply ``scheduler``'s schedule so that its current rate becomes the new one
             and its shape is kept (see :func:`scale_scheduler`). ``None``: the latter when a
@@ -423,6 +425,11 @@ class LRReestimator:
         )
         seconds = time.perf_counter() - start
         suggestion = sweep.suggest(self.method)
+        fallback_from = None
+        if suggestion.lr is None and self.method is None:
+            edge = sweep.suggest("edge_div10")
+            if edge.lr is not None:
+                fallback_from, suggestion = suggestion.reason, edge
         info: dict[str, Any] = {
             "kind": "reestimate",
             "step": step,
@@ -431,6 +438,8 @@ class LRReestimator:
             "previous_lr": previous,
             "seconds": seconds,
         }
+        if fallback_from is not None:
+            info["fallback_from"] = fallback_from
         chosen = previous
         if suggestion.lr is None:
             info["kept_reason"] = suggestion.reason

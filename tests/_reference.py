@@ -187,3 +187,22 @@ def range_test(step, lrs, factor=4.0, beta=0.98):
         if smoothed_all[-1] > best + (factor - 1) * scale:
             return taken, losses, "diverged"
     return taken, losses, "completed"
+
+
+def edge_div10(lrs, losses, margin=4.0, divisor=10.0):
+    """(lr, reason): the first window of k losses rising above the start, its middle / 10."""
+    lrs, losses, hit = finite_prefix(lrs, losses)
+    n = len(losses)
+    if n < 10:
+        return None, precheck(lrs, losses, hit) or "too_few_points"
+    k = max(3, n // 10)
+    steps = [losses[i] - losses[i - 1] for i in range(1, n)]
+    med = statistics.median(steps)
+    noise = 1.4826 * statistics.median([abs(s - med) for s in steps]) / math.sqrt(2)
+    start = sum(losses[:k]) / k
+    for end in range(k - 1, n):
+        if sum(losses[end - k + 1 : end + 1]) / k > start + margin * noise / math.sqrt(k):
+            return lrs[end - k // 2] / divisor, None
+    if hit:
+        return lrs[-1] / divisor, None
+    return None, "no_edge"

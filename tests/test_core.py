@@ -109,6 +109,7 @@ PLAIN_RULES = {
     "steepest": ref.steepest,
     "valley": ref.valley,
     "minimum_div10": ref.minimum_div10,
+    "edge_div10": ref.edge_div10,
 }
 
 
@@ -313,3 +314,19 @@ def test_sweep_checks_its_fields():
         ol.Sweep((1.0, 2.0), (1.0,), "completed")
     with pytest.raises(ValueError, match="stop_reason"):
         ol.Sweep((1.0,), (1.0,), "tired")
+
+
+def test_edge_rule_finds_where_a_flat_sweep_starts_to_rise():
+    # A sweep from trained weights: flat, then a rise from 0.05 on; no descent to read.
+    lrs = np.geomspace(1e-4, 1, 40)
+    rng = np.random.default_rng(0)
+    losses = 0.3 + rng.normal(0, 0.01, 40) + np.where(lrs > 0.05, np.log10(lrs / 0.05) * 3, 0)
+    assert ol.suggest(lrs, losses).reason == "never_descends"
+    s = ol.suggest(lrs, losses, method="edge_div10")
+    assert 0.05 / 10 / 3 < s.lr <= 0.05 / 10
+    flat = 0.3 + rng.normal(0, 0.01, 40)
+    assert ol.suggest(lrs, flat, method="edge_div10").reason == "no_edge"
+    # Flat until the loss turns NaN: the edge is the last finite rate.
+    poisoned = np.where(lrs > 0.1, np.nan, flat)
+    last_finite = lrs[lrs <= 0.1][-1]
+    assert ol.suggest(lrs, poisoned, method="edge_div10").lr == pytest.approx(last_finite / 10)

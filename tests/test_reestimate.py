@@ -432,3 +432,33 @@ def test_other_trial_types_are_refused() -> None:
         LRReestimator(
             model, _optimizer(model), F.cross_entropy, _loader(), every_epochs=1, trial="t0"
         )
+
+
+def test_a_flat_then_rising_sweep_falls_back_to_the_edge_rule():
+    # A sweep from trained weights: the loss is flat until the rate passes 0.05, then rises.
+    # The default rule finds no descent; the re-estimator falls back to a tenth of the edge.
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    generator = torch.Generator().manual_seed(0)
+
+    def step_fn(batch: Any) -> float:
+        lr = optimizer.param_groups[0]["lr"]
+        noise = float(torch.randn((), generator=generator)) * 0.01
+        return 0.3 + noise + (3 * math.log10(lr / 0.05) if lr > 0.05 else 0.0)
+
+    reestimator = LRReestimator(
+        model, optimizer, loader=_loader(), step_fn=step_fn, every_epochs=1
+    )
+    record = reestimator.reestimate()
+    assert record.sweep.info["fallback_from"] == "never_descends"
+    assert record.suggestion.method == "edge_div10"
+    assert 0.05 / 10 / 3 < record.lr <= 0.05 / 10
+    assert optimizer.param_groups[0]["lr"] == record.lr
+
+    # An explicit method is used as it is, without the fallback.
+    optimizer.param_groups[0]["lr"] = 0.01
+    explicit = LRReestimator(
+        model, optimizer, loader=_loader(), step_fn=step_fn, every_epochs=1, method="steepest_band"
+    ).reestimate()
+    assert explicit.suggestion.lr is None and "fallback_from" not in explicit.sweep.info
+    assert explicit.lr == 0.01

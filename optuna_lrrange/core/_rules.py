@@ -22,6 +22,7 @@ MIN_POINTS = 10
 TOO_FEW_POINTS = "too_few_points"
 NEVER_DESCENDS = "never_descends"
 DIVERGED_AT_ONCE = "diverged_at_once"
+NO_EDGE = "no_edge"
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,12 @@ def _validated(
     return lr[:n], loss[:n], bool(bad.size)
 
 
+def _step_noise(loss: np.ndarray) -> float:
+    """Per-step noise of the loss, estimated robustly from its first differences."""
+    step = np.diff(loss)
+    return 1.4826 * float(np.median(np.abs(step - np.median(step)))) / math.sqrt(2)
+
+
 def _precheck(lr: np.ndarray, loss: np.ndarray, hit_non_finite: bool) -> str | None:
     """The reason no rule can suggest anything from this sweep, or ``None``."""
     n = lr.size
@@ -85,9 +92,7 @@ def _precheck(lr: np.ndarray, loss: np.ndarray, hit_non_finite: bool) -> str | N
     k = max(3, n // 10)
     means = sma(loss, k)
     start, low = float(means[k - 1]), float(np.nanmin(means))
-    step = np.diff(loss)
-    noise = 1.4826 * float(np.median(np.abs(step - np.median(step)))) / math.sqrt(2)
-    if start - low <= 4 * noise / math.sqrt(k):
+    if start - low <= 4 * _step_noise(loss) / math.sqrt(k):
         return NEVER_DESCENDS
     return None
 
@@ -284,6 +289,42 @@ def robust_steepest(
     return Suggestion(lr=10.0 ** (centre - shift_decades), band=None, method=method)
 
 
+def edge_div10(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    *,
+    margin: float = 4.0,
+    divisor: float = 10.0,
+) -> Suggestion:
+    """The rate where the loss starts to rise, divided by ``divisor``.
+
+    Made for sweeps from trained weights, whose loss is flat and then diverges, so that no
+    descent-based rule finds anything (``LRReestimator`` falls back to it). With
+    ``k = max(3, n // 10)``, the starting level is the mean of the first ``k`` losses; the
+    edge is the middle of the first window of ``k`` losses whose mean exceeds that level by
+    ``margin * noise / sqrt(k)`` (the per-step noise estimated as in the descent check).
+    When the losses turn non-finite before any window rises, the edge is the last finite
+    rate. The divisor 10 is fastai's and torch-lr-finder's customary distance from the edge,
+    fixed before any measurement.
+    """
+    method = "edge_div10"
+    lr, loss, hit = _validated(lrs, losses)
+    n = lr.size
+    if n < MIN_POINTS:
+        return _fail(method, _precheck(lr, loss, hit) or TOO_FEW_POINTS)
+    k = max(3, n // 10)
+    means = sma(loss, k)
+    limit = means[k - 1] + margin * _step_noise(loss) / math.sqrt(k)
+    risen = np.flatnonzero(means[k - 1 :] > limit)
+    if risen.size:
+        edge = float(lr[int(risen[0]) + k - 1 - k // 2])
+    elif hit:
+        edge = float(lr[-1])
+    else:
+        return _fail(method, NO_EDGE)
+    return Suggestion(lr=edge / divisor, band=None, method=method)
+
+
 #: Every rule by name; ``suggest(method=name)`` looks them up here.
 RULES: dict[str, Rule] = {
     "steepest_band": steepest_band,
@@ -292,6 +333,7 @@ RULES: dict[str, Rule] = {
     "valley": valley,
     "minimum_div10": minimum_div10,
     "robust_steepest": robust_steepest,
+    "edge_div10": edge_div10,
 }
 
 #: The rule ``suggest`` uses when no method is named.
