@@ -155,19 +155,37 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+#: The narrowest interval the rate is sampled from, in decades: TPE's Parzen estimator
+#: divides by the interval's width, and a band of one point leaves nothing to choose.
+MIN_DECADES = 0.2
+
+
+def _widened(lo: float, hi: float, low: float, high: float) -> tuple[float, float]:
+    """``[lo, hi]`` widened about its middle to ``MIN_DECADES``, kept inside ``[low, high]``."""
+    if math.log10(hi / lo) >= MIN_DECADES:
+        return lo, hi
+    if math.log10(high / low) <= MIN_DECADES:
+        return low, high
+    start = (math.log10(lo) + math.log10(hi) - MIN_DECADES) / 2
+    start = min(max(start, math.log10(low)), math.log10(high) - MIN_DECADES)
+    return 10.0**start, min(high, 10.0 ** (start + MIN_DECADES))
+
+
 def _fit(band: tuple[float, float], low: float, high: float) -> tuple[float, float, str | None]:
     """``band ∩ [low, high]``; a band that misses the range is moved against its nearer edge.
 
+    The result is at least ``MIN_DECADES`` wide (unless ``[low, high]`` is narrower).
     Returns the interval and, when it is not the plain intersection, the reason.
     """
     lo, hi = max(band[0], low), min(band[1], high)
     if lo < hi:
-        return lo, hi, None
+        return *_widened(lo, hi, low, high), None
     width = min(math.log10(band[1] / band[0]), math.log10(high / low))
     if band[0] >= high:
         lo, hi, side = max(low, high / 10**width), high, "above"
     else:
         lo, hi, side = low, min(high, low * 10**width), "below"
+    lo, hi = _widened(lo, hi, low, high)
     reason = (
         f"{BAND_OUTSIDE_RANGE}: band [{_fmt(band[0])}, {_fmt(band[1])}] lies {side} "
         f"[{_fmt(low)}, {_fmt(high)}]; sampled in [{_fmt(lo)}, {_fmt(hi)}] at its edge"

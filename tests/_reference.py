@@ -136,7 +136,7 @@ def sma_derivative(lrs, losses, sma_window=20, n_skip_start=10, n_skip_end=5):
     return lrs[best], None
 
 
-def steepest_band(lrs, losses, sma_window=20, frac=0.5, max_decades=1.5):
+def steepest_band(lrs, losses, sma_window=20, frac=0.3, max_decades=1.5, min_decades=0.2):
     """Returns (lr, (low, high)) or (None, reason)."""
     lrs, losses, hit = finite_prefix(lrs, losses)
     reason = precheck(lrs, losses, hit)
@@ -168,6 +168,9 @@ def steepest_band(lrs, losses, sma_window=20, frac=0.5, max_decades=1.5):
             start = c_hi - max_decades
         c_lo = start
         c_hi = c_lo + max_decades
+    if c_hi - c_lo < min_decades:
+        c_lo = c_best - min_decades / 2
+        c_hi = c_best + min_decades / 2
     return 10**c_best, (10**c_lo, 10**c_hi)
 
 

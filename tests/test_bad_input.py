@@ -33,7 +33,7 @@ trigger or a trigger < 1.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 import json
 import logging
 from pathlib import Path
@@ -51,7 +51,15 @@ from optuna_lrrange._records import RecordWarning, encode, read_records
 from optuna_lrrange.pytorch import range_test
 from optuna_lrrange.reestimate import LRReestimator
 
-optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+@pytest.fixture(autouse=True)
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna's INFO lines off for this module's tests only, restored afterwards."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    yield
+    optuna.logging.set_verbosity(verbosity)
+
 
 REASON = "recorded reason"
 LOGGED = "logged warning"

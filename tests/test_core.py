@@ -130,12 +130,20 @@ def test_rule_matches_reference(name, curve):
     curve=curves,
     frac=st.sampled_from([0.3, 0.5, 0.8]),
     max_decades=st.sampled_from([0.5, 1.5, 10.0]),
+    min_decades=st.sampled_from([0.0, 0.2, 0.4]),
     window=st.sampled_from([5, 20]),
 )
-def test_steepest_band_matches_reference(curve, frac, max_decades, window):
+def test_steepest_band_matches_reference(curve, frac, max_decades, min_decades, window):
     lrs, losses = curve
-    got = core.steepest_band(lrs, losses, sma_window=window, frac=frac, max_decades=max_decades)
-    want_lr, want = ref.steepest_band(lrs, losses, window, frac, max_decades)
+    got = core.steepest_band(
+        lrs,
+        losses,
+        sma_window=window,
+        frac=frac,
+        max_decades=max_decades,
+        min_decades=min_decades,
+    )
+    want_lr, want = ref.steepest_band(lrs, losses, window, frac, max_decades, min_decades)
     if want_lr is None:
         assert (got.lr, got.band, got.reason) == (None, None, want)
     else:
@@ -143,7 +151,7 @@ def test_steepest_band_matches_reference(curve, frac, max_decades, window):
         np.testing.assert_allclose(got.band, want, rtol=1e-9)
         low, high = got.band
         assert low <= got.lr <= high
-        assert math.log10(high / low) <= max_decades + 1e-9
+        assert min_decades - 1e-9 <= math.log10(high / low) <= max_decades + 1e-9
 
 
 @settings(max_examples=40, deadline=None)

@@ -24,6 +24,7 @@ Covered here, on SQLite files (real ``RDBStorage``) and real torch models, no mo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 import copy
 import os
 from pathlib import Path
@@ -47,7 +48,15 @@ import optuna_lrrange as ol
 from optuna_lrrange import run_range_test
 from optuna_lrrange._records import BAND_KEY, SWEEP_PREFIX, decode, read_records
 
-optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+@pytest.fixture(autouse=True)
+def _quiet_optuna() -> Iterator[None]:
+    """Optuna's INFO lines off for this module's tests only, restored afterwards."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    yield
+    optuna.logging.set_verbosity(verbosity)
+
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = "faults"

@@ -106,7 +106,10 @@ def messages() -> Iterator[list[logging.LogRecord]]:
     handler = Collect(logging.WARNING)
     logger = logging.getLogger("optuna")
     logger.addHandler(handler)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     yield records
+    optuna.logging.set_verbosity(verbosity)
     logger.removeHandler(handler)
 
 
@@ -680,3 +683,23 @@ def test_quickstart_on_mnist1d_records_every_sweep_and_band(tmp_path: Path) -> N
         assert t.user_attrs["lrrange:band_used"] == [lo, hi]
         assert lo <= t.params["lr"] <= hi
     assert max(t.value or 0.0 for t in trials) > 0.3  # it learned something in one epoch
+
+
+def test_a_sliver_of_band_inside_the_range_is_widened_and_tpe_samples_in_it() -> None:
+    # The objective's range overlaps the band by 1%: sampling must still have room (TPE's
+    # Parzen estimator divides by the interval's width) and stay inside the range.
+    band_low = band_of(1.0)[0]
+    high = band_low * 1.01
+    sampler = ol.LRRangeSampler(TPESampler(seed=0, n_startup_trials=2))
+    study = optuna.create_study(sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=Toy(1.0).sweep)
+        return trial.suggest_float("lr", 1e-6, high, log=True)
+
+    study.optimize(objective, n_trials=8)
+    for trial in study.trials:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        lo, hi = trial.user_attrs["lrrange:band_used"]
+        assert math.log10(hi / lo) == pytest.approx(0.2)
+        assert 1e-6 <= lo <= trial.params["lr"] <= hi <= high

@@ -115,13 +115,16 @@ def steepest_band(
     sma_window: int = 20,
     frac: float = 0.3,
     max_decades: float = 1.5,
+    min_decades: float = 0.2,
 ) -> Suggestion:
     """The steepest-descent band, and the rate at its steepest point.
 
     The loss change per decade is the SMA over ``sma_window`` steps, that is the slope of
     the secant between ``lr[i - w]`` and ``lr[i]``, placed at their geometric middle. The
     band is the run of such slopes around the steepest one that stay at or below ``frac``
-    times it, trimmed symmetrically (in log-lr) to at most ``max_decades`` decades.
+    times it, trimmed symmetrically (in log-lr) to at most ``max_decades`` decades, and
+    widened around the steepest point to at least ``min_decades`` (a band of one point
+    would leave a sampler nothing to choose from).
     """
     method = "steepest_band"
     lr, loss, hit = _validated(lrs, losses)
@@ -150,6 +153,8 @@ def steepest_band(
         # Centre the band on the steepest point, shifted to stay inside the run.
         c_lo = min(max(c_best - max_decades / 2, c_lo), c_hi - max_decades)
         c_hi = c_lo + max_decades
+    if c_hi - c_lo < min_decades:
+        c_lo, c_hi = c_best - min_decades / 2, c_best + min_decades / 2
     return Suggestion(lr=10.0**c_best, band=(10.0**c_lo, 10.0**c_hi), method=method, reason=None)
 
 
