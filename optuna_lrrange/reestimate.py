@@ -20,12 +20,13 @@ How the defaults were chosen (numbers in ``studies/reestimation/results.md``):
   default 100-step sweep over ten decades, at 6-8% extra optimizer steps for a sweep
   every 8 epochs on the benchmark tasks.
 - Measured: from trained weights the loss rarely *descends* inside such a sweep (it is
-  flat, then diverges), so the descent-based rules mostly return no suggestion
-  (``never_descends``, or ``diverged_at_once``) and the rate is kept; 113 of 120
-  re-estimations in the benchmark kept it, and longer or wider sweeps did little better
-  (200 steps over +-3 decades: no suggestion at 13 of 18 checkpoints). Re-estimation is
-  cheap and safe, but on those tasks a cosine schedule from the first sweep's rate did
-  much better than re-estimating.
+  flat, then diverges), so the descent-based rules mostly return no suggestion; longer or
+  wider sweeps did little better (200 steps over +-3 decades: none at 13 of 18
+  checkpoints). With the default ``method=None`` the re-estimator then falls back to
+  ``edge_div10``, a tenth of the rate where the loss starts to rise: the rate falls over
+  training, and on the benchmark re-estimation beat a constant rate (MNIST-1D 1.29 vs 1.58
+  validation loss, 5 of 5 seeds), while a cosine schedule from the first sweep's rate was
+  better still on two of three tasks.
 """
 
 from __future__ import annotations
