@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from _curves import make_curve
 import _reference as ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,19 +13,6 @@ import pytest
 
 import optuna_lrrange as ol
 from optuna_lrrange import core
-
-
-def make_curve(seed: int, n: int, noise: float, centre: float, blowup: bool = True):
-    """A range-test-like curve: flat, a sigmoid descent around 10**centre, then a blow-up."""
-    rng = np.random.default_rng(seed)
-    lrs = np.geomspace(1e-7, 10, n)
-    x = np.log10(lrs)
-    loss = 2.3 - 1.5 / (1 + np.exp(-(x - centre) * 2.5))
-    if blowup:
-        loss = loss + np.exp(3 * (x - centre - 2.5))
-    loss = loss + rng.normal(0, noise, n)
-    return lrs.tolist(), loss.tolist()
-
 
 curves = st.builds(
     make_curve,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 
+from _curves import make_curve
 import _reference as ref
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -39,20 +40,6 @@ def plain_robust_steepest(lrs, losses, median_window=9, secant_window=30, shift_
         return None, "never_descends"
     centre = (math.log10(lrs[best]) + math.log10(lrs[best + w])) / 2
     return 10 ** (centre - shift_decades), None
-
-
-def make_curve(seed, n, noise, centre, blowup, spikes):
-    """Flat, a sigmoid descent around 10**centre, a blow-up, noise and a few spikes."""
-    rng = np.random.default_rng(seed)
-    lrs = np.geomspace(1e-7, 10, n)
-    x = np.log10(lrs)
-    loss = 2.3 - 1.5 / (1 + np.exp(-(x - centre) * 2.5))
-    if blowup:
-        loss = loss + np.exp(3 * (x - centre - 2.5))
-    loss = loss + rng.normal(0, noise, n)
-    for i in rng.integers(0, n, spikes):
-        loss[i] += 3.0
-    return lrs.tolist(), loss.tolist()
 
 
 curves = st.builds(
