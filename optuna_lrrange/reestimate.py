@@ -358,23 +358,9 @@ class LRReestimator:
                 self._wait += 1
             if self._wait >= self.on_plateau:
                 trigger, self._wait = "plateau", 0
-        if (
-            trigger is None
-            and self.every_steps is not None
-            and step is not None
-            and step > 0
-            and step % self.every_steps == 0
-            and step != self._last_step
-        ):
+        if trigger is None and _due(step, self.every_steps, self._last_step):
             trigger = "every_steps"
-        if (
-            trigger is None
-            and self.every_epochs is not None
-            and epoch is not None
-            and epoch > 0
-            and epoch % self.every_epochs == 0
-            and epoch != self._last_epoch
-        ):
+        if trigger is None and _due(epoch, self.every_epochs, self._last_epoch):
             trigger = "every_epochs"
         if trigger is None:
             return None
@@ -475,6 +461,17 @@ class LRReestimator:
         if step is not None:
             self._last_step = step
         return record
+
+
+def _due(count: int | None, every: int | None, last: int | None) -> bool:
+    """Whether a step or epoch ``count`` is a fresh, positive multiple of ``every``."""
+    return (
+        every is not None
+        and count is not None
+        and count > 0
+        and count % every == 0
+        and count != last
+    )
 
 
 def _is_live_trial(trial: Any) -> bool:
