@@ -89,7 +89,7 @@ def test_defaults_match_the_reference_and_suggest_attaches_the_band(curve):
     want_lr, want_reason = plain_robust_steepest(lrs, losses)
     assert close(got.lr, want_lr)
     assert got.reason == want_reason
-    assert got.band == ol.suggest(lrs, losses, method="steepest_band").band
+    assert got.band == ol.suggest(lrs, losses).band
 
 
 def test_one_noisy_batch_does_not_move_it_but_moves_the_raw_secant():

@@ -2,6 +2,7 @@
 
 from optuna_lrrange.core._config import MIN_NUM_ITER, RangeTestConfig
 from optuna_lrrange.core._rules import (
+    BAND_RULES,
     DEFAULT_METHOD,
     DIVERGED_AT_ONCE,
     MIN_POINTS,
@@ -10,6 +11,7 @@ from optuna_lrrange.core._rules import (
     RULES,
     TOO_FEW_POINTS,
     Suggestion,
+    descent_band,
     edge_div10,
     minimum_div10,
     robust_steepest,
@@ -30,6 +32,7 @@ from optuna_lrrange.core._sweep import (
 )
 
 __all__ = [
+    "BAND_RULES",
     "COMPLETED",
     "DEFAULT_METHOD",
     "DIVERGED",
@@ -45,6 +48,7 @@ __all__ = [
     "RangeTestConfig",
     "Suggestion",
     "Sweep",
+    "descent_band",
     "edge_div10",
     "ema",
     "loss_change",

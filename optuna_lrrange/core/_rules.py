@@ -294,6 +294,59 @@ def robust_steepest(
     return Suggestion(lr=10.0 ** (centre - shift_decades), band=None, method=method)
 
 
+def descent_band(
+    lrs: Sequence[float],
+    losses: Sequence[float],
+    *,
+    median_window: int = 9,
+    drop: float = 0.7,
+    shift_decades: float = -0.4,
+    band_decades: tuple[float, float] = (-0.9, 0.6),
+) -> Suggestion:
+    """Our own rule: where the loss has made most of its drop, and a band around it.
+
+    The raw losses are filtered by a centred running median over ``median_window`` steps
+    (meant for a 100-step sweep, scaled down for shorter ones), so that no single batch
+    moves anything. With ``k = max(3, n // 10)``, the starting level is the median of the
+    first ``k`` raw losses and the drop is from it to the lowest filtered loss. The drop
+    point is the first rate whose filtered loss has made ``drop`` of that drop, at or
+    before the lowest one; the rate is ``10 ** (log10(drop point) + shift_decades)`` and
+    the band spans ``band_decades`` around the drop point (in decades, low and high).
+
+    Why a level crossing rather than a slope: the steepest slope is a difference of noisy
+    losses and moves by decades with one bad batch; the rate at which most of the drop is
+    made depends on the whole curve. The settings were chosen on the design tasks of the
+    oracle-grid study (``studies/oracle``), before it read the held-out tasks.
+    """
+    method = "descent_band"
+    low_d, high_d = band_decades
+    if not (0.0 < drop <= 1.0 and low_d < high_d):
+        raise ValueError(
+            "`0 < drop <= 1` and `band_decades[0] < band_decades[1]` must hold, but got "
+            f"(drop={drop}, band_decades={band_decades})."
+        )
+    lr, loss, hit = _validated(lrs, losses)
+    reason = _precheck(lr, loss, hit)
+    if reason:
+        return _fail(method, reason)
+    n = lr.size
+    w = _scaled(median_window, n)
+    m = _running_median(loss, w if w % 2 else w + 1)
+    start = float(np.median(loss[: max(3, n // 10)]))
+    i_min = int(np.argmin(m))
+    fall = start - float(m[i_min])
+    if not fall > 0:
+        return _fail(method, NEVER_DESCENDS)
+    i = int(np.flatnonzero(start - m[: i_min + 1] >= drop * fall)[0])
+    point = float(np.log10(lr[i]))
+    return Suggestion(
+        lr=10.0 ** (point + shift_decades),
+        band=(10.0 ** (point + low_d), 10.0 ** (point + high_d)),
+        method=method,
+        reason=None,
+    )
+
+
 def edge_div10(
     lrs: Sequence[float],
     losses: Sequence[float],
@@ -338,11 +391,16 @@ RULES: dict[str, Rule] = {
     "valley": valley,
     "minimum_div10": minimum_div10,
     "robust_steepest": robust_steepest,
+    "descent_band": descent_band,
     "edge_div10": edge_div10,
 }
 
 #: The rule ``suggest`` uses when no method is named.
 DEFAULT_METHOD = "steepest_band"
+
+#: The rules that make a band of their own; ``suggest`` gives every other rule the default
+#: rule's band.
+BAND_RULES = ("steepest_band", "descent_band")
 
 
 def suggest(
@@ -356,14 +414,14 @@ def suggest(
         method: A name from ``RULES`` or ``None`` for the default rule.
 
     Returns:
-        A :class:`Suggestion` whose ``lr`` comes from the named rule and whose ``band`` is
-        always the steepest-descent band (or ``None`` with the reason).
+        A :class:`Suggestion` whose ``lr`` comes from the named rule. Its ``band`` is the
+        named rule's own for the rules in ``BAND_RULES`` and the default rule's band for
+        the others (or ``None`` with the reason).
     """
     name = DEFAULT_METHOD if method is None else method
     if name not in RULES:
         raise ValueError(f"`method` must be one of {sorted(RULES)} or None, but got {method!r}.")
     result = RULES[name](lrs, losses)
-    if name == "steepest_band":
+    if name in BAND_RULES:
         return result
-    band = steepest_band(lrs, losses)
-    return replace(result, band=band.band)
+    return replace(result, band=RULES[DEFAULT_METHOD](lrs, losses).band)
