@@ -29,7 +29,7 @@ def run_study(*args: str) -> str:
 def test_oracle_study_quick(tmp_path):
     run_study("-m", "studies.oracle.run", "--quick", "--out", str(tmp_path), "--no-plots")
     table = (tmp_path / "results.md").read_text()
-    for rule in ("steepest_band", "valley", "minimum_div10", "sma_derivative"):
+    for rule in ("steepest_band", "descent_band", "valley", "minimum_div10", "sma_derivative"):
         assert rule in table
 
 

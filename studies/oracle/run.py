@@ -51,6 +51,18 @@ QUICK_SWEEP_SEEDS = (1000, 1001)
 
 #: Shifts (decades below the steepest point) tried on the design tasks.
 SHIFTS = tuple(round(x, 2) for x in np.arange(-1.0, 2.01, 0.05))
+#: Drop levels and band widths (decades) tried for ``descent_band`` on the design tasks.
+DROPS = (0.3, 0.5, 0.7, 0.9)
+BAND_WIDTHS = (1.0, 1.25, 1.5)
+PLACEMENTS = tuple(round(x, 2) for x in np.arange(-2.0, 1.01, 0.05))
+
+OPTIMIZERS = {
+    "_sgd": "SGD+momentum",
+    "_plain_sgd": "SGD",
+    "_adam": "Adam",
+    "_adamw": "AdamW",
+    "_rmsprop": "RMSprop",
+}
 
 
 def rate_key(lr: float) -> str:
@@ -218,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import optuna_lrrange as ol
-    from optuna_lrrange.core import RULES
+    from optuna_lrrange.core import BAND_RULES, RULES
     from studies.oracle.tasks import TASKS
 
     if args.quick:
@@ -271,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         per_task[t] = {
             "role": task.role,
             "description": task.description,
-            "optimizer": "SGD" if "sgd" in t else "Adam",
+            "optimizer": OPTIMIZERS[task.optimizer.__name__],
             "epochs": task.epochs,
             "grid": list(grid),
             "curve": curve,
@@ -286,10 +298,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
         for s in sweep_seeds:
             lrs, losses = sweep_arrays(cache, t, s)
-            band = suggestions[t, s, rules[0]].band
             steep = ol.suggest(lrs, losses, method="steepest_band").lr
             for rule in rules:
                 sug = suggestions[t, s, rule]
+                band = sug.band
                 loss = worst if sug.lr is None else cache.loss(t, sug.lr, seeds)
                 cases.append(
                     {
@@ -332,20 +344,23 @@ def main(argv: Sequence[str] | None = None) -> None:
         }
         for t in names
     }
-    # The band (one per sweep: take one rule's rows).
-    band_rows = [c for c in cases if c["rule"] == rules[0]]
-    bands = {}
+    # Each band rule's own band (one per sweep).
+    bands: dict[str, dict[str, dict[str, float]]] = {}
     for role in ("design", "held_out"):
-        rows = [c for c in band_rows if c["role"] == role]
-        if rows:
+        bands[role] = {}
+        for band_rule in BAND_RULES:
+            rows = [c for c in cases if c["role"] == role and c["rule"] == band_rule]
+            if not rows:
+                continue
             widths = [c["band_decades"] for c in rows if c["band_decades"] is not None]
-            bands[role] = {
+            bands[role][band_rule] = {
                 "n": len(rows),
                 "has_near": float(np.mean([c["band_has_near"] for c in rows])),
                 "no_band": sum(c["band_decades"] is None for c in rows),
                 "median_decades": float(np.median(widths)) if widths else math.nan,
                 "max_decades": float(np.max(widths)) if widths else math.nan,
             }
+    band_rows = [c for c in cases if c["rule"] == "steepest_band"]
     # Shift of the oracle best below the sweep's steepest point.
     shifts = {}
     for t in names:
@@ -366,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # each base rule's rate x 10**-shift, and the band's settings.
     design = [t for t in names if per_task[t]["role"] == "design"]
     tuning = tune_on_design(cache, per_task, design, sweep_seeds, grid)
+    hindsight = hindsight_floor(cache, per_task, sweep_seeds, grid)
 
     result = {
         "settings": {
@@ -384,6 +400,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "band": bands,
         "shift": shifts,
         "tuning_design_only": tuning,
+        "hindsight_floor": hindsight,
         "tasks": per_task,
     }
     (out / "results.json").write_text(json.dumps(result, indent=1))
@@ -414,6 +431,12 @@ def _bases() -> dict[str, Any]:
         "minimum (EMA)": lambda x, y: (
             None if (lr := core.minimum_div10(x, y).lr) is None else lr * 10
         ),
+        **{
+            f"descent_band drop point ({q:.0%} of the drop)": (
+                lambda x, y, q=q: core.descent_band(x, y, drop=q, shift_decades=0.0).lr
+            )
+            for q in DROPS
+        },
     }
 
 
@@ -464,7 +487,69 @@ def tune_on_design(
                         "median_decades": float(np.median(widths)) if widths else math.nan,
                     }
                 )
-    return {"design_tasks": list(design), "shift_families": families, "band": band_rows}
+    # descent_band: where to put a band of a given width around the drop point (drop 0.7).
+    points = {}
+    for t in design:
+        for s in sweep_seeds:
+            lr = core.descent_band(*sweep_arrays(cache, t, s), shift_decades=0.0).lr
+            if lr is not None:
+                points[t, s] = math.log10(lr)
+    placement_rows = []
+    for width in BAND_WIDTHS:
+        cover = {}
+        for low in PLACEMENTS:
+            has = []
+            for (t, _), p in points.items():
+                near = np.log10(per_task[t]["near_rates"])
+                has.append(
+                    bool(np.any((near >= p + low - 1e-9) & (near <= p + low + width + 1e-9)))
+                )
+            cover[low] = float(np.mean(has)) if has else math.nan
+        if cover:
+            top = max(cover.values())
+            lows = [low for low, c in cover.items() if c == top]
+            placement_rows.append(
+                {"width": width, "has_near": top, "low_min": min(lows), "low_max": max(lows)}
+            )
+    return {
+        "design_tasks": list(design),
+        "shift_families": families,
+        "band": band_rows,
+        "descent_band_placement": placement_rows,
+    }
+
+
+def hindsight_floor(
+    cache: Cache,
+    per_task: dict[str, dict[str, Any]],
+    sweep_seeds: Sequence[int],
+    grid: Sequence[float],
+) -> dict[str, dict[str, float]]:
+    """How well ``descent_band``'s drop point could do if each task's best shift below it
+    were known (chosen per task in hindsight, read off the grid curve): what is left is the
+    sweep-to-sweep scatter, which no fixed rule can remove."""
+    from optuna_lrrange import core
+
+    out: dict[str, dict[str, float]] = {}
+    by_role: dict[str, list[float]] = {}
+    for t, pt in per_task.items():
+        points = [
+            core.descent_band(*sweep_arrays(cache, t, s), shift_decades=0.0).lr
+            for s in sweep_seeds
+        ]
+        best_ratios: list[float] | None = None
+        for shift in SHIFTS:
+            ratios = [
+                (pt["worst"] if p is None else interp_loss(grid, pt["curve"], p * 10**-shift))
+                / pt["best"]
+                for p in points
+            ]
+            if best_ratios is None or geomean(ratios) < geomean(best_ratios):
+                best_ratios = ratios
+        by_role.setdefault(pt["role"], []).extend(best_ratios or [])
+    for role, ratios in by_role.items():
+        out[role] = summarise(ratios)
+    return out
 
 
 def render_markdown(result: dict[str, Any], tasks: Sequence[Any], rules: Sequence[str]) -> str:
@@ -497,14 +582,27 @@ def render_markdown(result: dict[str, Any], tasks: Sequence[Any], rules: Sequenc
                 f"| `{rule}` | {r['n']} | {r['geomean']:.3f} | {r['median']:.3f} | "
                 f"{r['worst']:.2f} | {100 * r['within_5pct']:.0f}% | {r['failed']} |"
             )
-        b = result["band"][role]
         lines += [
             "",
-            f"Band (`steepest_band`): holds a near-optimal grid rate in "
-            f"{100 * b['has_near']:.0f}% of {b['n']} sweeps ({b['no_band']} without a band); "
-            f"width median {b['median_decades']:.2f}, max {b['max_decades']:.2f} decades.",
-            "",
+            "| band | sweeps | holds a near-optimal grid rate | no band | median width | "
+            "max width |",
+            "|---|---:|---:|---:|---:|---:|",
         ]
+        for band_rule, b in result["band"][role].items():
+            lines.append(
+                f"| `{band_rule}` | {b['n']} | {100 * b['has_near']:.0f}% | {b['no_band']} | "
+                f"{b['median_decades']:.2f} | {b['max_decades']:.2f} |"
+            )
+        floor = result["hindsight_floor"].get(role)
+        if floor:
+            lines += [
+                "",
+                "Hindsight floor: `descent_band`'s drop point shifted by each task's own best "
+                f"shift (chosen per task after the fact) scores {floor['geomean']:.3f} "
+                f"(median {floor['median']:.3f}, within 5%: {100 * floor['within_5pct']:.0f}%): "
+                "the sweep-to-sweep scatter alone costs that much.",
+            ]
+        lines.append("")
     lines += [
         "## Per task (geo-mean ratio per rule)",
         "",
@@ -571,6 +669,20 @@ def render_markdown(result: dict[str, Any], tasks: Sequence[Any], rules: Sequenc
                 f"| {r['frac']} | {r['max_decades']} | {100 * r['has_near']:.0f}% | "
                 f"{r['median_decades']:.2f} |"
             )
+        lines += [
+            "",
+            "`descent_band`'s band on the design tasks: for each width, the largest share of "
+            "sweeps whose band holds a near-optimal rate, and the placements of its low edge "
+            "(decades from the drop point at 70% of the drop) that reach it:",
+            "",
+            "| width (decades) | holds a near-optimal rate | low edge from | to |",
+            "|---:|---:|---:|---:|",
+        ]
+        for r in tu["descent_band_placement"]:
+            lines.append(
+                f"| {r['width']} | {100 * r['has_near']:.0f}% | {r['low_min']:+.2f} | "
+                f"{r['low_max']:+.2f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -610,17 +722,20 @@ def plot(
                 zorder=3,
                 alpha=0.85,
             )
-        band_rows = [c for c in rows if c["rule"] == rules[0] and c["band_low"] is not None]
-        for j, c in enumerate(band_rows):
-            y = ymin + (ymax - ymin) * (0.03 + 0.025 * j)
-            ax.plot(
-                [c["band_low"], c["band_high"]],
-                [y, y],
-                color="tab:green",
-                lw=2.5,
-                alpha=0.7,
-                label="band (per sweep)" if j == 0 else None,
-            )
+        level = 0
+        for band_rule, color in (("steepest_band", "tab:green"), ("descent_band", "tab:purple")):
+            band_rows = [c for c in rows if c["rule"] == band_rule and c["band_low"] is not None]
+            for j, c in enumerate(band_rows):
+                y = ymin + (ymax - ymin) * (0.03 + 0.022 * level)
+                level += 1
+                ax.plot(
+                    [c["band_low"], c["band_high"]],
+                    [y, y],
+                    color=color,
+                    lw=2.5,
+                    alpha=0.7,
+                    label=f"{band_rule} band (per sweep)" if j == 0 else None,
+                )
         ax.set_xscale("log")
         ax.set_ylim(ymin, ymax)
         ax.set_title(f"{t} [{pt['role']}]", fontsize=10)
@@ -641,12 +756,14 @@ def plot(
             for c in cases
             if c["task"] == t and c["rule"] == rules[0] and c["shift_refined"] is not None
         ]
-        color = "tab:blue" if result["tasks"][t]["optimizer"] == "SGD" else "tab:orange"
+        color = "tab:blue" if "SGD" in result["tasks"][t]["optimizer"] else "tab:orange"
         ax.scatter([c["shift_refined"] for c in rows], [i] * len(rows), color=color, alpha=0.7)
     ax.set_yticks(range(len(tasks)))
     ax.set_yticklabels([f"{t} ({result['tasks'][t]['role']})" for t in tasks], fontsize=8)
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_xlabel("log10(steepest point) - log10(oracle best)  [decades; blue SGD, orange Adam]")
+    ax.set_xlabel(
+        "log10(steepest point) - log10(oracle best)  [decades; blue SGD, orange adaptive]"
+    )
     ax.set_title("How far the best constant rate sits below the sweep's steepest point")
     fig.tight_layout()
     fig.savefig(out / "shift.png", dpi=80)
