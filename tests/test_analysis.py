@@ -163,7 +163,7 @@ def test_summary_has_one_row_per_sweep(kind, tmp_path):
         sweep, suggestion = written[row.number][row.sweep]
         assert row.suggestion_lr == pytest.approx(suggestion.lr)
         assert (row.band_low, row.band_high) == pytest.approx(suggestion.band)
-        assert row.method == suggestion.method == "steepest_band"
+        assert row.method == suggestion.method == ol.core.DEFAULT_METHOD
         assert row.stop_reason == sweep.stop_reason
         assert row.n_steps == len(sweep)
         assert row.final_lr == sweep.lrs[-1]

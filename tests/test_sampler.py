@@ -32,7 +32,7 @@ import pytest
 
 import optuna_lrrange as ol
 from optuna_lrrange import RangeTestConfig, Sweep, _sampler, run_range_test
-from optuna_lrrange.core import steepest_band
+from optuna_lrrange.core import suggest as core_suggest
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -63,7 +63,7 @@ class Toy:
 
 def band_of(a: float, config: RangeTestConfig | None = None) -> tuple[float, float]:
     sweep = Toy(a).sweep(config or RangeTestConfig())
-    band = steepest_band(sweep.lrs, sweep.losses).band
+    band = core_suggest(sweep.lrs, sweep.losses).band  # the default rule's band
     assert band is not None
     return band
 

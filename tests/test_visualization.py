@@ -44,7 +44,7 @@ def test_sweep_info_of_a_bare_sweep_uses_the_default_rule():
     assert (info.suggestion_lr, info.band, info.method) == (
         expected.lr,
         expected.band,
-        "steepest_band",
+        ol.core.DEFAULT_METHOD,
     )
     assert info.stop_reason == sweep.stop_reason == "diverged"
     assert info.chosen_lr is None

@@ -396,7 +396,7 @@ RULES: dict[str, Rule] = {
 }
 
 #: The rule ``suggest`` uses when no method is named.
-DEFAULT_METHOD = "steepest_band"
+DEFAULT_METHOD = "descent_band"
 
 #: The rules that make a band of their own; ``suggest`` gives every other rule the default
 #: rule's band.

@@ -371,12 +371,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             "epochs": per_task[t]["epochs"],
             "oracle_lr": per_task[t]["oracle_lr"],
             "oracle_lr_refined": per_task[t]["oracle_lr_refined"],
-            "steepest_median": float(np.median([c["steepest_lr"] for c in rows])),
-            "shift_median": float(np.median([c["shift_decades"] for c in rows])),
-            "shift_refined_median": float(np.median([c["shift_refined"] for c in rows])),
-            "shift_min": float(np.min([c["shift_refined"] for c in rows])),
-            "shift_max": float(np.max([c["shift_refined"] for c in rows])),
+            "sweeps_with_a_steepest_point": len(rows),
         }
+        if rows:  # none when no sweep of the task descends
+            shifts[t].update(
+                {
+                    "steepest_median": float(np.median([c["steepest_lr"] for c in rows])),
+                    "shift_median": float(np.median([c["shift_decades"] for c in rows])),
+                    "shift_refined_median": float(np.median([c["shift_refined"] for c in rows])),
+                    "shift_min": float(np.min([c["shift_refined"] for c in rows])),
+                    "shift_max": float(np.max([c["shift_refined"] for c in rows])),
+                }
+            )
     # Tuning on the design tasks only, read off the seed-mean grid curve (no training):
     # each base rule's rate x 10**-shift, and the band's settings.
     design = [t for t in names if per_task[t]["role"] == "design"]
@@ -630,6 +636,12 @@ def render_markdown(result: dict[str, Any], tasks: Sequence[Any], rules: Sequenc
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t, s in result["shift"].items():
+        if "shift_median" not in s:
+            lines.append(
+                f"| {t} | {s['role']} | {s['optimizer']} | {s['epochs']} | {s['oracle_lr']:.2e} | "
+                "no sweep descends | - | - | - | - |"
+            )
+            continue
         lines.append(
             f"| {t} | {s['role']} | {s['optimizer']} | {s['epochs']} | {s['oracle_lr']:.2e} | "
             f"{s['steepest_median']:.2e} | {s['shift_median']:+.2f} | "
