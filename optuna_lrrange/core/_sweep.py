@@ -41,8 +41,8 @@ class Sweep:
     info: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "lrs", tuple(float(x) for x in self.lrs))
-        object.__setattr__(self, "losses", tuple(float(x) for x in self.losses))
+        object.__setattr__(self, "lrs", tuple(map(float, self.lrs)))
+        object.__setattr__(self, "losses", tuple(map(float, self.losses)))
         if len(self.lrs) != len(self.losses):
             raise ValueError(
                 "`len(lrs) == len(losses)` must hold, but got "
@@ -94,15 +94,24 @@ def run_range_test(
     An exception raised by ``step`` propagates; the caller restores its state.
     """
     config = resolve_config(config, options)
-    beta, factor = config.smooth_beta, config.diverge_factor
-    lrs: list[float] = []
+    # Everything that does not depend on the losses is computed before the first step, so
+    # a step adds little work to the training step it wraps: the rates, and the
+    # bias-correction denominators ``1 - beta ** (i + 1)``. The arithmetic is the same,
+    # operation for operation, as computing them in the loop.
+    schedule = config.schedule()
+    beta = config.smooth_beta
+    weight = 1 - beta
+    corrections = [1 - beta ** (i + 1) for i in range(config.num_iter)]
+    rise = config.diverge_factor - 1
     losses: list[float] = []
+    append = losses.append
+    isfinite = math.isfinite
     acc = 0.0
     best = math.inf
-    first = 0.0
+    floor = 0.0  # a hundredth of the first smoothed loss, once there is one
+    first = True
     reason = COMPLETED
-    for i in range(config.num_iter):
-        lr = config.lr_at(i)
+    for lr, correction in zip(schedule, corrections, strict=True):
         raw = step(lr)
         try:
             loss = float(raw)
@@ -111,17 +120,18 @@ def run_range_test(
                 "`step` must return the loss as a float (anything `float()` accepts), but got "
                 f"{type(raw).__name__} {raw!r:.80}."
             ) from None
-        lrs.append(lr)
-        losses.append(loss)
-        if not math.isfinite(loss):
+        append(loss)
+        if not isfinite(loss):
             reason = NON_FINITE
             break
-        acc = beta * acc + (1 - beta) * loss
-        smoothed = acc / (1 - beta ** (i + 1))
-        if i == 0:
-            first = smoothed
-        best = min(best, smoothed)
-        if smoothed > best + (factor - 1) * max(abs(best), abs(first) / 100):
+        acc = beta * acc + weight * loss
+        smoothed = acc / correction
+        if first:
+            floor = abs(smoothed) / 100
+            first = False
+        if smoothed < best:
+            best = smoothed
+        if smoothed > best + rise * max(abs(best), floor):
             reason = DIVERGED
             break
-    return Sweep(tuple(lrs), tuple(losses), reason, config)
+    return Sweep(tuple(schedule[: len(losses)]), tuple(losses), reason, config)
