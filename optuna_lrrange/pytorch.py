@@ -14,7 +14,7 @@ are restored exactly afterwards (also when a step raises); :class:`TrainingState
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 import contextlib
 from typing import Any
 
@@ -108,18 +108,20 @@ def range_test(
             "the first param group's learning rate must be nonzero (the others keep their "
             f"ratio to it), but got lrs={base_lrs}."
         )
-    ratios = [lr / base_lrs[0] for lr in base_lrs]
+    rates = [(group, lr / base_lrs[0]) for group, lr in zip(groups, base_lrs, strict=True)]
 
-    batches = _cycle(loader)
+    batches = _Batches(loader)
+    step: Callable[[float], float]
     if step_fn is None:
         assert loss_fn is not None
         if device is None:
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        train_step = _make_step(
+        step = _make_step(
             model,
             optimizer,
             loss_fn,
             batches,
+            rates,
             torch.device(device),
             accumulation_steps,
             scaler,
@@ -132,12 +134,7 @@ def range_test(
                 "with `step_fn`, accumulate and autocast inside it, but got "
                 f"(accumulation_steps={accumulation_steps}, autocast_dtype={autocast_dtype})."
             )
-        train_step = _make_user_step(step_fn, batches)
-
-    def step(lr: float) -> float:
-        for group, ratio in zip(groups, ratios, strict=True):
-            group["lr"] = lr * ratio
-        return train_step()
+        step = _make_user_step(step_fn, batches, rates)
 
     generators: list[torch.Generator] = []
     for owner in (loader, getattr(loader, "sampler", None)):
@@ -189,23 +186,48 @@ def _check_arguments(
         raise ValueError(f"`accumulation_steps >= 1` must hold, but got {accumulation_steps!r}.")
 
 
-def _cycle(loader: Iterable[Any]) -> Generator[Any, None, None]:
-    """Yields the loader's batches, iterating it again whenever it is exhausted."""
-    first_pass = True
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            if first_pass:
-                raise ValueError("`loader` must yield at least one batch, but it yielded none.")
-            raise ValueError(
-                "`loader` must be re-iterable (a list or a DataLoader, not a one-shot "
-                "iterator) when the sweep needs more batches than one pass holds, but its "
-                "second pass yielded no batch."
-            )
-        first_pass = False
+class _Batches:
+    """The loader's batches, iterating it again whenever it is exhausted.
+
+    A step takes the next batch with ``next(batches.iterator)`` and, on ``StopIteration``,
+    :meth:`next_pass`. The loader is first iterated at the first step (inside the
+    snapshot, so what iterating it changes is restored).
+    """
+
+    __slots__ = ("iterator", "loader", "passes")
+
+    def __init__(self, loader: Iterable[Any]) -> None:
+        self.loader = loader
+        self.iterator: Iterator[Any] = iter(())
+        self.passes = 0
+
+    def next_pass(self) -> Any:
+        """The first batch of a new pass over the loader."""
+        self.iterator = iter(self.loader)
+        self.passes += 1
+        try:
+            return next(self.iterator)
+        except StopIteration:
+            pass
+        if self.passes == 1:
+            raise ValueError("`loader` must yield at least one batch, but it yielded none.")
+        raise ValueError(
+            "`loader` must be re-iterable (a list or a DataLoader, not a one-shot "
+            "iterator) when the sweep needs more batches than one pass holds, but its "
+            "second pass yielded no batch."
+        )
+
+    def close(self) -> None:
+        """Lets go of the loader's iterator (a DataLoader's workers shut down)."""
+        self.iterator = iter(())
+
+
+def _bad_batch(batch: Any) -> TypeError:
+    return TypeError(
+        "with `loss_fn`, each batch must be an (x, y) pair (use `step_fn` for other "
+        f"batch shapes), but got {type(batch).__name__}"
+        + (f" of length {len(batch)}." if isinstance(batch, (list, tuple)) else ".")
+    )
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
@@ -232,68 +254,106 @@ def _make_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     loss_fn: Callable[[Any, Any], torch.Tensor],
-    batches: Iterator[Any],
+    batches: _Batches,
+    rates: list[tuple[dict[str, Any], float]],
     device: torch.device,
     accumulation_steps: int,
     scaler: torch.amp.GradScaler | None,
     autocast_dtype: torch.dtype | None,
-) -> Callable[[], float]:
-    """The built-in training step: one optimizer step over ``accumulation_steps`` batches."""
+) -> Callable[[float], float]:
+    """The built-in training step at a given rate: sets every group's rate, then one
+    optimizer step over ``accumulation_steps`` batches; returns the loss.
+
+    Without accumulation it is one function with nothing nested, so that on a small model
+    it adds little to the training step: the time a sweep costs on top of plain training
+    is mostly this function's and the loop's (``studies/overhead``). A tensor already on
+    ``device`` is used as it is, as ``Tensor.to`` would return it.
+    """
+    Tensor = torch.Tensor
+
+    def step(lr: float) -> float:
+        for group, ratio in rates:
+            group["lr"] = lr * ratio
+        optimizer.zero_grad()
+        try:
+            batch = next(batches.iterator)
+        except StopIteration:
+            batch = batches.next_pass()
+        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+            raise _bad_batch(batch)
+        x, y = batch[0], batch[1]
+        if type(x) is not Tensor or x.device != device:
+            x = _to_device(x, device)
+        if type(y) is not Tensor or y.device != device:
+            y = _to_device(y, device)
+        if autocast_dtype is None:
+            loss = loss_fn(model(x), y)
+        else:
+            with torch.autocast(device_type=device.type, dtype=autocast_dtype):
+                loss = loss_fn(model(x), y)
+        if not isinstance(loss, Tensor) or loss.ndim != 0:
+            _scalar(loss, "`loss_fn`")
+        if scaler is None:
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
+            scaler.step(optimizer)
+            scaler.update()
+        return loss.item()
+
+    if accumulation_steps == 1:
+        return step
 
     def forward() -> torch.Tensor:
-        batch = next(batches)
+        try:
+            batch = next(batches.iterator)
+        except StopIteration:
+            batch = batches.next_pass()
         if not isinstance(batch, (list, tuple)) or len(batch) != 2:
-            raise TypeError(
-                "with `loss_fn`, each batch must be an (x, y) pair (use `step_fn` for other "
-                f"batch shapes), but got {type(batch).__name__}"
-                + (f" of length {len(batch)}." if isinstance(batch, (list, tuple)) else ".")
-            )
+            raise _bad_batch(batch)
         x, y = _to_device(batch[0], device), _to_device(batch[1], device)
         if autocast_dtype is None:
             return _scalar(loss_fn(model(x), y), "`loss_fn`")
         with torch.autocast(device_type=device.type, dtype=autocast_dtype):
             return _scalar(loss_fn(model(x), y), "`loss_fn`")
 
-    def backward(loss: torch.Tensor) -> None:
-        if scaler is None:
-            loss.backward()  # type: ignore[no-untyped-call]
-        else:
-            scaler.scale(loss).backward()  # type: ignore[no-untyped-call]
-
-    def optimizer_step() -> None:
+    def accumulated_step(lr: float) -> float:
+        for group, ratio in rates:
+            group["lr"] = lr * ratio
+        optimizer.zero_grad()
+        losses = []
+        for _ in range(accumulation_steps):
+            loss = forward()
+            scaled = loss / accumulation_steps
+            if scaler is None:
+                scaled.backward()  # type: ignore[no-untyped-call]
+            else:
+                scaler.scale(scaled).backward()  # type: ignore[no-untyped-call]
+            losses.append(loss.detach().float())
         if scaler is None:
             optimizer.step()
         else:
             scaler.step(optimizer)
             scaler.update()
-
-    if accumulation_steps == 1:
-
-        def step() -> float:
-            optimizer.zero_grad()
-            loss = forward()
-            backward(loss)
-            optimizer_step()
-            return loss.item()
-
-        return step
-
-    def accumulated_step() -> float:
-        optimizer.zero_grad()
-        losses = []
-        for _ in range(accumulation_steps):
-            loss = forward()
-            backward(loss / accumulation_steps)
-            losses.append(loss.detach().float())
-        optimizer_step()
         return torch.stack(losses).mean().item()
 
     return accumulated_step
 
 
-def _make_user_step(step_fn: Callable[[Any], Any], batches: Iterator[Any]) -> Callable[[], float]:
-    def step() -> float:
-        loss = step_fn(next(batches))
+def _make_user_step(
+    step_fn: Callable[[Any], Any],
+    batches: _Batches,
+    rates: list[tuple[dict[str, Any], float]],
+) -> Callable[[float], float]:
+    def step(lr: float) -> float:
+        for group, ratio in rates:
+            group["lr"] = lr * ratio
+        try:
+            batch = next(batches.iterator)
+        except StopIteration:
+            batch = batches.next_pass()
+        loss = step_fn(batch)
         if isinstance(loss, torch.Tensor):
             return _scalar(loss, "`step_fn`").item()
         try:
