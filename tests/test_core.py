@@ -265,6 +265,24 @@ def test_range_test_runs_all_steps_when_nothing_diverges():
     assert np.allclose(np.diff(np.log(seen)), np.log(1e8) / 29)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    start=st.floats(1e-9, 1.0),
+    decades=st.floats(0.01, 12.0),
+    num_iter=st.integers(10, 400),
+    mode=st.sampled_from(["exp", "linear"]),
+)
+def test_schedule_is_lr_at_bitwise(start, decades, num_iter, mode):
+    config = ol.RangeTestConfig(
+        start_lr=start, end_lr=start * 10**decades, num_iter=num_iter, mode=mode
+    )
+    expected = [config.lr_at(i) for i in range(num_iter)]
+    assert [x.hex() for x in config.schedule()] == [x.hex() for x in expected]
+    config = ol.RangeTestConfig(start_lr=1, end_lr=10, num_iter=num_iter, mode=mode)
+    assert config.schedule() == [config.lr_at(i) for i in range(num_iter)]
+    assert all(type(x) is float for x in config.schedule())
+
+
 def test_linear_schedule_and_exceptions_propagate():
     config = ol.RangeTestConfig(start_lr=0.1, end_lr=1.0, num_iter=10, mode="linear")
     assert np.allclose(config.schedule(), np.linspace(0.1, 1.0, 10))

@@ -77,8 +77,13 @@ class RangeTestConfig:
         return float(self.start_lr + (self.end_lr - self.start_lr) * frac)
 
     def schedule(self) -> list[float]:
-        """All ``num_iter`` learning rates in order."""
-        return [self.lr_at(i) for i in range(self.num_iter)]
+        """All ``num_iter`` learning rates in order: ``[lr_at(0), lr_at(1), ...]``."""
+        # The same arithmetic as lr_at, with the constants computed once.
+        start, end, last = self.start_lr, self.end_lr, self.num_iter - 1
+        if self.mode == "exp":
+            ratio = end / start
+            return [float(start * ratio ** (i / last)) for i in range(self.num_iter)]
+        return [float(start + (end - start) * (i / last)) for i in range(self.num_iter)]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
