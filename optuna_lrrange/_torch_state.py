@@ -9,18 +9,29 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 import contextlib
 import copy
-from dataclasses import dataclass
 import random
 from typing import Any
 
 import numpy as np
 import torch
 
+# Types whose values ``copy.deepcopy`` returns as they are: such values are kept without
+# calling it (most param-group settings are such values).
+_ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+def _is_atomic(value: Any) -> bool:
+    """Whether ``copy.deepcopy(value)`` is ``value`` itself, for the common cases."""
+    kind = type(value)
+    return kind in _ATOMIC or (kind is tuple and all(type(v) in _ATOMIC for v in value))
+
 
 def _copy_to(value: Any, device: torch.device | str) -> Any:
     """A detached copy of a tensor on ``device``; a deep copy of anything else."""
     if isinstance(value, torch.Tensor):
         return value.detach().to(device, copy=True)
+    if _is_atomic(value):
+        return value
     return copy.deepcopy(value)
 
 
@@ -41,32 +52,19 @@ def _put_back(current: Any, saved: Any) -> Any:
                 current.copy_(saved)
             return current
         return saved.clone()
+    if _is_atomic(saved):
+        return saved
     return copy.deepcopy(saved)
 
 
-@dataclass
-class _SlotSnapshot:
-    """One ``module._parameters[name]`` or ``module._buffers[name]`` entry."""
-
-    table: dict[str, Any]  # the module's _parameters or _buffers dict itself
-    name: str
-    tensor: torch.Tensor | None  # the original object, put back if it was replaced
-    data: torch.Tensor | None  # its values, on the snapshot device
-    grad: torch.Tensor | None  # a parameter's .grad, on the snapshot device
-
-    def restore(self) -> None:
-        self.table[self.name] = self.tensor
-        if self.tensor is None or self.data is None:
-            return
-        with torch.no_grad():
-            self.tensor.copy_(self.data)
-        if isinstance(self.tensor, torch.nn.Parameter):
-            if self.grad is None:
-                self.tensor.grad = None
-            elif self.tensor.grad is not None and self.tensor.grad.shape == self.grad.shape:
-                self.tensor.grad.copy_(self.grad)
-            else:
-                self.tensor.grad = self.grad.to(self.tensor.device, copy=True)
+def _copy_all(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
+    """``target.copy_(source)`` for each pair, in one call where torch offers it."""
+    foreach_copy = getattr(torch, "_foreach_copy_", None)
+    if foreach_copy is not None and targets:
+        foreach_copy(targets, sources)
+        return
+    for target, source in zip(targets, sources, strict=True):
+        target.copy_(source)
 
 
 class TrainingState:
@@ -103,19 +101,32 @@ class TrainingState:
         self.model = model
         self.optimizer = optimizer
         self.scaler = scaler
-        copies: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}  # shared tensors
-        self._slots = []
-        for module in model.modules():
-            for table in (module._parameters, module._buffers):
-                for name, tensor in table.items():
-                    if tensor is not None and id(tensor) not in copies:
-                        copies[id(tensor)] = (
-                            tensor.detach().to(device, copy=True),
-                            None if tensor.grad is None else tensor.grad.to(device, copy=True),
-                        )
-                    data, grad = (None, None) if tensor is None else copies[id(tensor)]
-                    self._slots.append(_SlotSnapshot(table, name, tensor, data, grad))
-        self._training = [(module, module.training) for module in model.modules()]
+        device = torch.device(device)
+        # Every module._parameters[name] and module._buffers[name] entry, to put the
+        # original objects back; each distinct tensor (tied weights are one) is copied
+        # once, with a parameter's gradient.
+        self._entries: list[tuple[dict[str, Any], str, torch.Tensor | None]] = []
+        self._training: list[tuple[torch.nn.Module, bool]] = []
+        self._tensors: list[torch.Tensor] = []
+        self._data: list[torch.Tensor] = []
+        self._grads: list[tuple[torch.nn.Parameter, torch.Tensor | None]] = []
+        seen: set[int] = set()
+        with torch.no_grad():
+            for module in model.modules():
+                self._training.append((module, module.training))
+                for table in (module._parameters, module._buffers):
+                    for name, tensor in table.items():
+                        self._entries.append((table, name, tensor))
+                        if tensor is None or id(tensor) in seen:
+                            continue
+                        seen.add(id(tensor))
+                        self._tensors.append(tensor)
+                        self._data.append(tensor.to(device, copy=True))
+                        if isinstance(tensor, torch.nn.Parameter):
+                            grad = tensor.grad
+                            self._grads.append(
+                                (tensor, None if grad is None else grad.to(device, copy=True))
+                            )
         self._groups = [
             {key: _copy_to(value, device) for key, value in group.items() if key != "params"}
             for group in optimizer.param_groups
@@ -144,7 +155,7 @@ class TrainingState:
         self._generators = [(g, g.get_state()) for g in generators]
         self._torch_rng = torch.get_rng_state()
         # Only when CUDA is in use: querying it would otherwise initialize it.
-        cuda_in_use = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+        cuda_in_use = torch.cuda.is_initialized() and torch.cuda.is_available()  # type: ignore[no-untyped-call]
         self._cuda_rng = torch.cuda.get_rng_state_all() if cuda_in_use else None
         self._numpy_rng = np.random.get_state()
         self._python_rng = random.getstate()
@@ -163,10 +174,20 @@ class TrainingState:
 
     def restore(self) -> None:
         """Writes the snapshot back in place; may be called more than once."""
-        for slot in self._slots:
-            slot.restore()
+        for table, name, tensor in self._entries:
+            table[name] = tensor
+        with torch.no_grad():
+            _copy_all(self._tensors, self._data)
+        for param, grad in self._grads:
+            if grad is None:
+                param.grad = None
+            elif param.grad is not None and param.grad.shape == grad.shape:
+                param.grad.copy_(grad)
+            else:
+                param.grad = grad.to(param.device, copy=True)
         for module, training in self._training:
-            module.training = training
+            if module.training is not training:
+                module.training = training
         self._restore_optimizer()
         self._restore_scaler()
         for generator, state in self._generators:
