@@ -108,6 +108,9 @@ def run_range_test(
     isfinite = math.isfinite
     acc = 0.0
     best = math.inf
+    # The divergence threshold depends on the best smoothed loss only, so it is computed
+    # when that changes; a new best never exceeds it.
+    limit = math.inf
     floor = 0.0  # a hundredth of the first smoothed loss, once there is one
     first = True
     reason = COMPLETED
@@ -131,7 +134,8 @@ def run_range_test(
             first = False
         if smoothed < best:
             best = smoothed
-        if smoothed > best + rise * max(abs(best), floor):
+            limit = best + rise * max(abs(best), floor)
+        elif smoothed > limit:
             reason = DIVERGED
             break
     return Sweep(tuple(schedule[: len(losses)]), tuple(losses), reason, config)
