@@ -227,6 +227,10 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"{env['python']}, {env['machine']}, torch threads {env['threads']}, "
         f"{results['rounds']} interleaved rounds after {results['warmup']} warm-up rounds.",
         "",
+        f"Pinned to CPUs {env['cpu_affinity']}; load average (1, 5, 15 min) "
+        f"{env['load_average_1_5_15_min']['start']} at the start, "
+        f"{env['load_average_1_5_15_min']['end']} at the end.",
+        "",
         "Ratio = time of the tool / time of 100 plain training steps in the same round: "
         "median [interquartile range] (min-max). Steps = the steps each tool took "
         "(plain, optuna-lrrange, torch-lr-finder).",
@@ -266,7 +270,18 @@ def main() -> None:
     torch.set_num_threads(1)
     import torch_lr_finder as tlf_package
 
-    command = f"python studies/overhead/run.py --rounds {args.rounds} --out studies/overhead"
+    # The command as run, with the CPUs the process was pinned to (on a shared machine
+    # the timing runs are pinned to a core the other jobs do not use).
+    affinity = sorted(os.sched_getaffinity(0))
+    command = f"python studies/overhead/run.py --rounds {args.rounds}"
+    if args.warmup != 2:
+        command += f" --warmup {args.warmup}"
+    if args.tasks != ["mlp", "cnn", "gru"]:
+        command += " --tasks " + " ".join(args.tasks)
+    command += f" --out {args.out}" if args.out is not None else ""
+    if len(affinity) < (os.cpu_count() or 1):
+        command = f"taskset -c {','.join(map(str, affinity))} {command}"
+    load_at_start = os.getloadavg()
     results: dict[str, Any] = {
         "command": command,
         "rounds": args.rounds,
@@ -279,6 +294,7 @@ def main() -> None:
             "python": platform.python_version(),
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "threads": torch.get_num_threads(),
+            "cpu_affinity": affinity,
         },
         "tasks": {},
     }
@@ -291,6 +307,10 @@ def main() -> None:
             f"steps {results['tasks'][name]['steps']}",
             flush=True,
         )
+    results["environment"]["load_average_1_5_15_min"] = {
+        "start": [round(x, 2) for x in load_at_start],
+        "end": [round(x, 2) for x in os.getloadavg()],
+    }
     markdown = to_markdown(results)
     print(markdown)
     if args.out is not None:
