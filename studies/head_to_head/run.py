@@ -492,7 +492,41 @@ def write_markdown(
             "## Two workers, one journal file per study",
             "",
             f"Task {config['parallel_task']}, {config['parallel_trials']} trials per study "
-            "shared by 2 worker processes (sampler seed = 10 x study seed + worker).",
+            "shared by 2 worker processes (sampler seed = 10 x study seed + worker), "
+            f"{len(config['parallel_seeds'])} study seeds. Target as above.",
+            "",
+            "| variant | reached | trials to target (median) | steps to target (median) | "
+            "best: median [IQR] | lower than TPE (paired seeds) | own sweeps per study | "
+            "bands reused per study (from the other worker) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        by_variant: dict[str, list[dict[str, Any]]] = {}
+        for r in parallel:
+            by_variant.setdefault(r["variant"], []).append(r)
+        plain = {r["seed"]: r["best"] for r in by_variant.get("TPE", [])}
+        n_par = config["parallel_trials"]
+        for variant, rows in by_variant.items():
+            q = _q([r["best"] for r in rows])
+            reached = sum(bool(r["reached"]) for r in rows)
+            trials = f"{np.median([r['trials_to_target'] for r in rows]):.1f}"
+            steps = f"{np.median([r['steps_to_target'] for r in rows]):,.0f}"
+            if reached * 2 < len(rows):
+                trials, steps = f">{n_par} (n.r.)", f">= {steps}"
+            wins = (
+                "-"
+                if variant == "TPE"
+                else f"{sum(r['best'] < plain[r['seed']] for r in rows)}/{len(rows)}"
+            )
+            lines.append(
+                f"| {variant} | {reached}/{len(rows)} | {trials} | {steps} | "
+                f"{q[1]:.4f} [{q[0]:.4f}, {q[2]:.4f}] | {wins} | "
+                f"{np.median([r['trials_with_own_sweep'] for r in rows]):.0f} | "
+                f"{np.median([r['trials_reusing_band'] for r in rows]):.0f} "
+                f"({np.median([r['reused_from_other_worker'] for r in rows]):.0f}) |"
+            )
+        lines += [
+            "",
+            "Per study:",
             "",
             "| variant | seed | exit codes | complete (failed) trials, per worker | own sweeps | "
             "bands reused (from the other worker) | best | trials to target | wall s |",
@@ -539,16 +573,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         par_seeds, par_trials = [0], 4
         out = args.out or HERE / "results" / "quick"
     else:
-        seeds, n_trials = list(range(args.seeds or 10)), args.trials or 25
+        seeds, n_trials = list(range(args.seeds or 10)), args.trials or 50
         par_variants = [
             ("TPE", "TPE", 1),
             ("LR(TPE)", "LR(TPE)", 1),
             ("LR(TPE) sweep_every=2", "LR(TPE)", 2),
         ]
-        par_seeds, par_trials = [0, 1, 2], 20
+        par_seeds, par_trials = list(range(10)), 40
         out = args.out or HERE / "results"
     out.mkdir(parents=True, exist_ok=True)
-    par_task = "digits_mlp_sgd"
+    par_task = "mnist1d_mlp_adam" if not args.quick else "digits_mlp_sgd"
     if args.replot:
         saved = json.loads((out / "results.json").read_text())
         config = saved["config"]
