@@ -73,8 +73,8 @@ class LRReestimationCallback(Callback):
             (a second iterator over it would reset the trainer's).
         trial: An Optuna trial to record each re-estimation on.
         options: Further arguments of :class:`~optuna_lrrange.reestimate.LRReestimator`
-            (``num_iter``, ``span``, ``method``, ``max_change``, ``plateau_threshold``,
-            range-test settings).
+            (``num_iter``, ``span``, ``method``, ``max_change``, ``allow_increase``,
+            ``plateau_threshold``, range-test settings).
 
     Only automatic optimization with a single optimizer (and at most one LR scheduler) is
     supported. The sweeps run ``training_step`` under the precision plugin's forward

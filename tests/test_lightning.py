@@ -101,7 +101,7 @@ class _SetByHand(Callback):
 
 
 def test_trainer_run_is_bitwise_the_run_with_the_rate_set_by_hand() -> None:
-    callback = LRReestimationCallback(every_epochs=2, num_iter=20)
+    callback = LRReestimationCallback(every_epochs=2, num_iter=20, allow_increase=True)
     module = _fit([callback], max_epochs=5)
     assert [r.epoch for r in callback.history] == [2, 4]
     rates = {r.epoch: r.lr for r in callback.history}

@@ -77,7 +77,10 @@ def test_run_is_bitwise_the_run_with_the_rate_set_by_hand(kind: str) -> None:
     model = _model()
     optimizer = _optimizer(model, kind)
     loader = _loader()
-    reest = LRReestimator(model, optimizer, F.cross_entropy, loader, every_epochs=2, num_iter=30)
+    # Either direction of move must continue bitwise, so raising is allowed here.
+    reest = LRReestimator(
+        model, optimizer, F.cross_entropy, loader, every_epochs=2, num_iter=30, allow_increase=True
+    )
     _train(model, optimizer, loader, 5, lambda e: reest.step(epoch=e))
     rng = torch.get_rng_state()
     assert [r.epoch for r in reest.history] == [2, 4]
@@ -110,7 +113,9 @@ def test_run_is_bitwise_the_run_with_the_rate_set_by_hand(kind: str) -> None:
 def test_new_rate_keeps_group_ratios_and_is_the_suggestion() -> None:
     model = _model()
     optimizer = _optimizer(model, lr=1e-3)
-    reest = LRReestimator(model, optimizer, F.cross_entropy, _loader(), every_steps=10)
+    reest = LRReestimator(
+        model, optimizer, F.cross_entropy, _loader(), every_steps=10, allow_increase=True
+    )
     assert reest.step(step=0) is None and reest.step(step=7) is None
     lr = reest.step(step=10)
     (record,) = reest.history
@@ -186,7 +191,13 @@ def test_max_change_bounds_the_move() -> None:
     model = _model()
     optimizer = _optimizer(model, lr=1e-3)
     reest = LRReestimator(
-        model, optimizer, F.cross_entropy, _loader(), every_epochs=1, max_change=1.1
+        model,
+        optimizer,
+        F.cross_entropy,
+        _loader(),
+        every_epochs=1,
+        max_change=1.1,
+        allow_increase=True,
     )
     lr = reest.step(epoch=1)
     info = reest.history[0].sweep.info
@@ -268,7 +279,13 @@ def test_with_a_scheduler_the_rate_moves_and_the_shape_is_kept() -> None:
     optimizer = _optimizer(model, "sgd", lr=0.05)
     scheduler = lr_scheduler.CosineAnnealingLR(optimizer, T_max=10)
     reest = LRReestimator(
-        model, optimizer, F.cross_entropy, _loader(), every_epochs=5, scheduler=scheduler
+        model,
+        optimizer,
+        F.cross_entropy,
+        _loader(),
+        every_epochs=5,
+        scheduler=scheduler,
+        allow_increase=True,
     )
     assert reest.apply == "scale_scheduler"
     seen = []
@@ -462,3 +479,40 @@ def test_a_flat_then_rising_sweep_falls_back_to_the_edge_rule():
     ).reestimate()
     assert explicit.suggestion.lr is None and "fallback_from" not in explicit.sweep.info
     assert explicit.lr == 0.01
+
+
+def test_a_suggestion_above_the_current_rate_is_refused_unless_allowed():
+    # A sweep whose loss falls all the way up to 1.0: every rule suggests more than 1e-3.
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    def step_fn(batch: Any) -> float:
+        return 2.0 - 0.1 * math.log10(optimizer.param_groups[0]["lr"])
+
+    refused = LRReestimator(model, optimizer, loader=_loader(), step_fn=step_fn, every_epochs=1)
+    record = refused.reestimate()
+    assert record.suggestion.lr is not None and record.suggestion.lr > 1e-3
+    assert record.lr == 1e-3 == optimizer.param_groups[0]["lr"]
+    assert record.sweep.info["kept_reason"] == "would_raise"
+    assert record.sweep.info["refused_lr"] == record.suggestion.lr
+    assert record.sweep.info["chosen_lr"] == 1e-3
+
+    allowed = LRReestimator(
+        model, optimizer, loader=_loader(), step_fn=step_fn, every_epochs=1, allow_increase=True
+    ).reestimate()
+    assert allowed.lr == allowed.suggestion.lr > 1e-3
+    assert optimizer.param_groups[0]["lr"] == allowed.lr
+    assert "kept_reason" not in allowed.sweep.info
+
+
+def test_allow_increase_must_be_a_bool():
+    model = _model()
+    with pytest.raises(TypeError, match="`allow_increase` must be a bool, but got str 'yes'"):
+        LRReestimator(
+            model,
+            _optimizer(model),
+            F.cross_entropy,
+            _loader(),
+            every_epochs=1,
+            allow_increase="yes",
+        )
