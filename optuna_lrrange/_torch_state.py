@@ -26,10 +26,17 @@ def _is_atomic(value: Any) -> bool:
     return kind in _ATOMIC or (kind is tuple and all(type(v) in _ATOMIC for v in value))
 
 
-def _copy_to(value: Any, device: torch.device | str) -> Any:
+def _copy_tensor(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A detached copy of ``tensor`` on ``device`` (``clone`` where it already is)."""
+    if tensor.device == device:
+        return tensor.detach().clone()
+    return tensor.detach().to(device, copy=True)
+
+
+def _copy_to(value: Any, device: torch.device) -> Any:
     """A detached copy of a tensor on ``device``; a deep copy of anything else."""
     if isinstance(value, torch.Tensor):
-        return value.detach().to(device, copy=True)
+        return _copy_tensor(value, device)
     if _is_atomic(value):
         return value
     return copy.deepcopy(value)
@@ -48,23 +55,12 @@ def _put_back(current: Any, saved: Any) -> Any:
             and current.shape == saved.shape
             and current.dtype == saved.dtype
         ):
-            with torch.no_grad():
-                current.copy_(saved)
+            current.detach().copy_(saved)  # as under no_grad: no autograd record
             return current
         return saved.clone()
     if _is_atomic(saved):
         return saved
     return copy.deepcopy(saved)
-
-
-def _copy_all(targets: list[torch.Tensor], sources: list[torch.Tensor]) -> None:
-    """``target.copy_(source)`` for each pair, in one call where torch offers it."""
-    foreach_copy = getattr(torch, "_foreach_copy_", None)
-    if foreach_copy is not None and targets:
-        foreach_copy(targets, sources)
-        return
-    for target, source in zip(targets, sources, strict=True):
-        target.copy_(source)
 
 
 class TrainingState:
@@ -111,22 +107,21 @@ class TrainingState:
         self._data: list[torch.Tensor] = []
         self._grads: list[tuple[torch.nn.Parameter, torch.Tensor | None]] = []
         seen: set[int] = set()
-        with torch.no_grad():
-            for module in model.modules():
-                self._training.append((module, module.training))
-                for table in (module._parameters, module._buffers):
-                    for name, tensor in table.items():
-                        self._entries.append((table, name, tensor))
-                        if tensor is None or id(tensor) in seen:
-                            continue
-                        seen.add(id(tensor))
-                        self._tensors.append(tensor)
-                        self._data.append(tensor.to(device, copy=True))
-                        if isinstance(tensor, torch.nn.Parameter):
-                            grad = tensor.grad
-                            self._grads.append(
-                                (tensor, None if grad is None else grad.to(device, copy=True))
-                            )
+        for module in model.modules():
+            self._training.append((module, module.training))
+            for table in (module._parameters, module._buffers):
+                for name, tensor in table.items():
+                    self._entries.append((table, name, tensor))
+                    if tensor is None or id(tensor) in seen:
+                        continue
+                    seen.add(id(tensor))
+                    self._tensors.append(tensor)
+                    self._data.append(_copy_tensor(tensor, device))
+                    if isinstance(tensor, torch.nn.Parameter):
+                        grad = tensor.grad
+                        self._grads.append(
+                            (tensor, None if grad is None else _copy_tensor(grad, device))
+                        )
         self._groups = [
             {key: _copy_to(value, device) for key, value in group.items() if key != "params"}
             for group in optimizer.param_groups
@@ -176,8 +171,11 @@ class TrainingState:
         """Writes the snapshot back in place; may be called more than once."""
         for table, name, tensor in self._entries:
             table[name] = tensor
-        with torch.no_grad():
-            _copy_all(self._tensors, self._data)
+        # Copied through a detached alias: the same storage and version counter, and no
+        # autograd record, as under no_grad (whose context costs more than the copies on
+        # a small model).
+        for tensor, data in zip(self._tensors, self._data, strict=True):
+            tensor.detach().copy_(data)
         for param, grad in self._grads:
             if grad is None:
                 param.grad = None
