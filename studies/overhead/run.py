@@ -15,7 +15,7 @@ report gives their medians with the interquartile range and the extremes.
 
 Run from the repository root (torch-lr-finder is a benchmark-only dependency)::
 
-    python studies/overhead/run.py --rounds 15 --out studies/overhead
+    taskset -c 1 python studies/overhead/run.py --rounds 150 --out studies/overhead
 """
 
 from __future__ import annotations
