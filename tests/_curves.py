@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hypothesis import strategies as st
 import numpy as np
 
 
@@ -19,3 +20,16 @@ def make_curve(
     for i in rng.integers(0, n, spikes):
         loss[i] += 3.0
     return lrs.tolist(), loss.tolist()
+
+
+def curves(spikes: bool = True) -> st.SearchStrategy[tuple[list[float], list[float]]]:
+    """Hypothesis curves of 5-160 steps, any noise level, with or without outliers."""
+    return st.builds(
+        make_curve,
+        seed=st.integers(0, 2**31 - 1),
+        n=st.integers(5, 160),
+        noise=st.sampled_from([0.0, 0.005, 0.05, 0.3]),
+        centre=st.floats(-6, -0.5),
+        blowup=st.booleans(),
+        spikes=st.integers(0, 3) if spikes else st.just(0),
+    )

@@ -209,3 +209,17 @@ def edge_div10(lrs, losses, margin=4.0, divisor=10.0):
     if hit:
         return lrs[-1] / divisor, None
     return None, "no_edge"
+
+
+def running_median(losses, window):
+    """Centred running median over ``window`` (scaled for short sweeps, made odd), the ends
+    padded with the edge values."""
+    n = len(losses)
+    k = window if n >= 100 else max(1, window * n // 100)
+    if k % 2 == 0:
+        k += 1
+    h = k // 2
+    return [
+        statistics.median([losses[min(max(j, 0), n - 1)] for j in range(i - h, i + h + 1)])
+        for i in range(n)
+    ]

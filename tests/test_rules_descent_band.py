@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 
+from _curves import curves as make_curves
 from _curves import make_curve
 import _reference as ref
 from hypothesis import given, settings
@@ -22,14 +23,7 @@ def plain_descent_band(lrs, losses, median_window=9, drop=0.7, shift=-0.4, band=
     if reason:
         return None, None, reason
     n = len(lrs)
-    k = median_window if n >= 100 else max(1, median_window * n // 100)
-    if k % 2 == 0:
-        k += 1
-    h = k // 2
-    med = []
-    for i in range(n):
-        window = [losses[min(max(j, 0), n - 1)] for j in range(i - h, i + h + 1)]
-        med.append(statistics.median(window))
+    med = ref.running_median(losses, median_window)
     start = statistics.median(losses[: max(3, n // 10)])
     lowest = min(med)
     i_min = med.index(lowest)
@@ -43,15 +37,7 @@ def plain_descent_band(lrs, losses, median_window=9, drop=0.7, shift=-0.4, band=
     return 10 ** (point + shift), (10 ** (point + band[0]), 10 ** (point + band[1])), None
 
 
-curves = st.builds(
-    make_curve,
-    seed=st.integers(0, 2**31 - 1),
-    n=st.integers(5, 160),
-    noise=st.sampled_from([0.0, 0.005, 0.05, 0.3]),
-    centre=st.floats(-6, -0.5),
-    blowup=st.booleans(),
-    spikes=st.integers(0, 3),
-)
+curves = make_curves()
 
 
 def close(a, b):

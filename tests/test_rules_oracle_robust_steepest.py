@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-import statistics
 
+from _curves import curves as make_curves
 from _curves import make_curve
 import _reference as ref
 from hypothesis import given, settings
@@ -22,14 +22,7 @@ def plain_robust_steepest(lrs, losses, median_window=9, secant_window=30, shift_
     if reason:
         return None, reason
     n = len(lrs)
-    k = median_window if n >= 100 else max(1, median_window * n // 100)
-    if k % 2 == 0:
-        k += 1
-    h = k // 2
-    med = []
-    for i in range(n):
-        window = [losses[min(max(j, 0), n - 1)] for j in range(i - h, i + h + 1)]
-        med.append(statistics.median(window))
+    med = ref.running_median(losses, median_window)
     w = min(secant_window if n >= 100 else max(1, secant_window * n // 100), n - 1)
     best, best_slope = None, math.inf
     for i in range(n - w):
@@ -42,15 +35,7 @@ def plain_robust_steepest(lrs, losses, median_window=9, secant_window=30, shift_
     return 10 ** (centre - shift_decades), None
 
 
-curves = st.builds(
-    make_curve,
-    seed=st.integers(0, 2**31 - 1),
-    n=st.integers(5, 160),
-    noise=st.sampled_from([0.0, 0.005, 0.05, 0.3]),
-    centre=st.floats(-6, -0.5),
-    blowup=st.booleans(),
-    spikes=st.integers(0, 3),
-)
+curves = make_curves()
 
 
 def close(a, b):
