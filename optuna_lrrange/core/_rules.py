@@ -245,8 +245,11 @@ def minimum_div10(lrs: Sequence[float], losses: Sequence[float]) -> Suggestion:
     return Suggestion(lr=float(t_lr[int(np.argmin(t_loss))] / 10), band=None, method=method)
 
 
-def _running_median(x: np.ndarray, k: int) -> np.ndarray:
-    """Centred running median over ``k`` points (odd), the ends padded with edge values."""
+def _running_median(x: np.ndarray, window: int) -> np.ndarray:
+    """Centred running median over ``window`` points, a window meant for a 100-step sweep
+    (scaled down for shorter ones, made odd); the ends are padded with edge values."""
+    k = _scaled(window, x.size)
+    k = k if k % 2 else k + 1
     h = k // 2
     padded = np.pad(x, h, mode="edge")
     windows = np.lib.stride_tricks.sliding_window_view(padded, k)
@@ -281,10 +284,8 @@ def robust_steepest(
     if reason:
         return _fail(method, reason)
     n = lr.size
-    k = _scaled(median_window, n)
-    k = k if k % 2 else k + 1
     w = min(_scaled(secant_window, n), n - 1)
-    m = _running_median(loss, k)
+    m = _running_median(loss, median_window)
     log_lr = np.log10(lr)
     secant = (m[w:] - m[:-w]) / (log_lr[w:] - log_lr[:-w])
     i = int(np.argmin(secant))
@@ -330,8 +331,7 @@ def descent_band(
     if reason:
         return _fail(method, reason)
     n = lr.size
-    w = _scaled(median_window, n)
-    m = _running_median(loss, w if w % 2 else w + 1)
+    m = _running_median(loss, median_window)
     start = float(np.median(loss[: max(3, n // 10)]))
     i_min = int(np.argmin(m))
     fall = start - float(m[i_min])

@@ -32,12 +32,9 @@ from typing import Any
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import DIVERGE, END_LR, NUM_ITER, START_LR, make_task, new_optimizer  # noqa: E402
-
-from optuna_lrrange.pytorch import range_test  # noqa: E402
+from run import NUM_ITER, make_task, new_optimizer, ours, plain  # noqa: E402
 
 clock = time.perf_counter_ns
 
@@ -71,24 +68,8 @@ def one_run(kind: str, factory: Any, batches: list) -> dict[str, float]:
     gc.disable()
     try:
         start = clock()
-        if kind == "plain":
-            model.train()
-            for x, y in batches:
-                optimizer.zero_grad()
-                loss = F.cross_entropy(model(x), y)
-                loss.backward()
-                optimizer.step()
-        else:
-            range_test(
-                model,
-                optimizer,
-                F.cross_entropy,
-                batches,
-                start_lr=START_LR,
-                end_lr=END_LR,
-                num_iter=NUM_ITER,
-                diverge_factor=DIVERGE,
-            )
+        # The same two functions run.py times: plain training and range_test.
+        (plain if kind == "plain" else ours)(model, optimizer, batches)
         end = clock()
     finally:
         gc.enable()
