@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 import contextlib
 import copy
 import random
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -33,31 +33,40 @@ def _copy_tensor(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.detach().to(device, copy=True)
 
 
+class _SavedTensor(NamedTuple):
+    """A tensor's copy on the snapshot device, and the device the tensor was on."""
+
+    copy: torch.Tensor
+    device: torch.device
+
+
 def _copy_to(value: Any, device: torch.device) -> Any:
-    """A detached copy of a tensor on ``device``; a deep copy of anything else."""
+    """A :class:`_SavedTensor` for a tensor (a detached copy on ``device``); a deep copy
+    of anything else."""
     if isinstance(value, torch.Tensor):
-        return _copy_tensor(value, device)
+        return _SavedTensor(_copy_tensor(value, device), value.device)
     if _is_atomic(value):
         return value
     return copy.deepcopy(value)
 
 
 def _put_back(current: Any, saved: Any) -> Any:
-    """``saved`` restored into ``current`` in place where possible, else a new value.
+    """``saved`` (from :func:`_copy_to`) restored into ``current`` in place where
+    possible, else a new value.
 
-    A tensor is copied into the tensor that holds it now when shape, dtype and device
-    allow (so references to it stay valid and no memory is allocated); otherwise a copy
-    is made on the device the value lives on now.
+    A tensor is copied into the tensor that holds it now when shape and dtype match (so
+    references to it stay valid and no memory is allocated); otherwise a new copy is made
+    on the device the tensor was on when the snapshot was taken (not the snapshot's own).
     """
-    if isinstance(saved, torch.Tensor):
+    if isinstance(saved, _SavedTensor):
         if (
             isinstance(current, torch.Tensor)
-            and current.shape == saved.shape
-            and current.dtype == saved.dtype
+            and current.shape == saved.copy.shape
+            and current.dtype == saved.copy.dtype
         ):
-            current.detach().copy_(saved)  # as under no_grad: no autograd record
+            current.detach().copy_(saved.copy)  # as under no_grad: no autograd record
             return current
-        return saved.clone()
+        return saved.copy.to(saved.device, copy=True)
     if _is_atomic(saved):
         return saved
     return copy.deepcopy(saved)

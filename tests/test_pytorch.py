@@ -305,6 +305,37 @@ def test_training_state_restores_twice_and_snapshots_on_the_given_device() -> No
         assert_bitwise_equal(everything(model, optimizer), before)
 
 
+def test_optimizer_state_that_was_dropped_or_reshaped_comes_back_whole() -> None:
+    # Put back as new tensors (the live ones are gone or have another shape): equal to
+    # the snapshot, and not sharing storage with it (a second restore must still work).
+    model = make_model("mlp")
+    optimizer = make_optimizer("adam", model)
+    batches = make_batches()
+    train(model, optimizer, batches[:2])
+    before = everything(model, optimizer)
+    first, second = list(model.parameters())[:2]
+    state = TrainingState.capture(model, optimizer)
+    for _ in range(2):
+        train(model, optimizer, batches)
+        del optimizer.state[first]
+        optimizer.state[second]["exp_avg"] = torch.zeros(3)
+        state.restore()
+        assert_bitwise_equal(everything(model, optimizer), before)
+
+
+def test_a_tensor_put_back_anew_goes_to_the_device_it_was_captured_on() -> None:
+    # On a GPU optimizer the snapshot lives on the CPU; a state tensor that has to be
+    # made anew goes back to the GPU, not the snapshot's device. Without a GPU here, the
+    # meta device stands in for it.
+    from optuna_lrrange._torch_state import _put_back, _SavedTensor
+
+    saved = _SavedTensor(torch.arange(4.0), torch.device("meta"))
+    restored = _put_back(None, saved)
+    assert restored.device == torch.device("meta") and restored.shape == (4,)
+    live = torch.zeros(4)
+    assert _put_back(live, saved) is live and torch.equal(live, torch.arange(4.0))
+
+
 def test_unusual_group_values_and_a_frozen_parameter_are_restored() -> None:
     # A tensor learning rate, a list in a param group (deep-copied, not shared), and a
     # frozen parameter without a gradient.
