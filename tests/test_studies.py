@@ -54,3 +54,37 @@ def test_dataframe_speed_study_small(tmp_path):
         "studies/dataframe_speed/run.py", "--trials", "20", "--repeats", "1", "--out", str(out)
     )
     assert "sweeps_dataframe" in out.read_text()
+
+
+def test_head_to_head_target_counts_reference_studies_and_censors_at_n_plus_one():
+    # The long run's target also counts the main run's studies: a better loss found only
+    # there tightens it; a study that never reaches the target counts as n + 1 trials.
+    sys.path.insert(0, str(ROOT))
+    from studies.head_to_head.run import summarise
+
+    def study(method, values):
+        trials = [
+            {
+                "value": v,
+                "state": "COMPLETE",
+                "train_steps": 10,
+                "sweep_steps": 5,
+                "sweep_seconds": 0.0,
+                "diverged": False,
+                "reason": None,
+            }
+            for v in values
+        ]
+        return {"task": "t", "method": method, "seed": 0, "wall_seconds": 1.0, "trials": trials}
+
+    studies = [study("LR(TPE)", [3.0, 1.2, 1.0]), study("TPE", [3.0, 2.0, 1.04])]
+    alone = summarise(studies, ["t"], 3)["t"]
+    assert alone["best"] == 1.0
+    assert alone["methods"]["LR(TPE)"]["trials_to_target"] == [3]
+    assert alone["methods"]["TPE"]["trials_to_target"] == [3]
+    assert alone["methods"]["LR(TPE)"]["steps_to_target"] == [45]
+    tighter = summarise(studies, ["t"], 3, reference=[study("Random", [0.98])])["t"]
+    assert tighter["best"] == 0.98 and abs(tighter["target"] - 0.98 * 1.05) < 1e-12
+    assert tighter["methods"]["LR(TPE)"]["trials_to_target"] == [3]  # 1.0 <= 1.029
+    assert tighter["methods"]["TPE"]["trials_to_target"] == [4]  # 1.04 > 1.029: n + 1
+    assert "Random" not in tighter["methods"]  # reference studies are not reported
