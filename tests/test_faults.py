@@ -86,6 +86,13 @@ WORKER = (
     )
 
     def hang():
+        # The heartbeat thread records its first beat on its own schedule; a worker killed
+        # before that leaves a trial without a heartbeat, which no stale check ever fails.
+        import sqlite3
+        db = sqlite3.connect(url[len("sqlite:///"):])
+        while not db.execute("SELECT COUNT(*) FROM trial_heartbeats").fetchone()[0]:
+            time.sleep(0.02)
+        db.close()
         open(marker, "w").close()
         time.sleep(600)
 
