@@ -56,10 +56,10 @@ def test_dataframe_speed_study_small(tmp_path):
     assert "sweeps_dataframe" in out.read_text()
 
 
-def test_head_to_head_target_counts_reference_studies_and_censors_at_n_plus_one():
+def test_head_to_head_target_counts_reference_studies_and_censors_at_n_plus_one(monkeypatch):
     # The long run's target also counts the main run's studies: a better loss found only
     # there tightens it; a study that never reaches the target counts as n + 1 trials.
-    sys.path.insert(0, str(ROOT))
+    monkeypatch.syspath_prepend(str(ROOT))
     from studies.head_to_head.run import summarise
 
     def study(method, values):
