@@ -14,6 +14,8 @@ from pathlib import Path
 import subprocess
 import sys
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -88,3 +90,20 @@ def test_head_to_head_target_counts_reference_studies_and_censors_at_n_plus_one(
     assert tighter["methods"]["LR(TPE)"]["trials_to_target"] == [3]  # 1.0 <= 1.029
     assert tighter["methods"]["TPE"]["trials_to_target"] == [4]  # 1.04 > 1.029: n + 1
     assert "Random" not in tighter["methods"]  # reference studies are not reported
+
+
+def test_oracle_draw_in_reads_the_grid_curve_across_the_band(monkeypatch):
+    # A flat stretch at the best scores 1 with every rate near-optimal; a stretch at twice
+    # the best scores 2 with none; rates above the grid score the worst value (not the last one).
+    monkeypatch.syspath_prepend(str(ROOT))
+    import numpy as np
+
+    from studies.oracle.run import draw_in
+
+    grid = list(np.logspace(-5, 0, 6))
+    curve = [2.0, 2.0, 1.0, 1.0, 4.0, 3.0]
+    assert draw_in(grid, curve, grid[2], grid[3]) == pytest.approx((1.0, 1.0))
+    assert draw_in(grid, curve, grid[0], grid[1]) == pytest.approx((2.0, 0.0))
+    assert draw_in(grid, curve, grid[-1] * 10, grid[-1] * 100) == pytest.approx((4.0, 0.0))
+    # Three rates: 2x, 1x and 1x the best.
+    assert draw_in(grid, curve, grid[1], grid[3], n=3) == pytest.approx((2 ** (1 / 3), 2 / 3))

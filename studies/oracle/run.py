@@ -196,6 +196,21 @@ def interp_loss(grid: Sequence[float], curve: Sequence[float], lr: float) -> flo
     return float(np.interp(math.log10(lr), x, curve))
 
 
+def draw_in(
+    grid: Sequence[float], curve: Sequence[float], low: float, high: float, n: int = 101
+) -> tuple[float, float]:
+    """What a rate drawn log-uniformly from ``[low, high]`` scores, read off the seed-mean
+    grid curve: the geometric mean of loss / best over ``n`` evenly spaced log-rates, and
+    the share of them within 5% of the best. A sampler that draws inside a band (Random
+    does, TPE does at first) gets about this."""
+    best = float(np.min(curve))
+    ratios = [
+        interp_loss(grid, curve, float(lr)) / best
+        for lr in np.logspace(math.log10(low), math.log10(high), n)
+    ]
+    return geomean(ratios), float(np.mean([r <= NEAR for r in ratios]))
+
+
 def refined_optimum(grid: Sequence[float], curve: Sequence[float]) -> float:
     """log10 of the oracle best refined by a parabola through the argmin and its neighbours."""
     i = int(np.argmin(curve))
@@ -218,6 +233,15 @@ def summarise(ratios: Sequence[float], fails: int = 0) -> dict[str, float]:
         "worst": float(np.max(ratios)),
         "within_5pct": float(np.mean([r <= NEAR for r in ratios])),
         "failed": fails,
+    }
+
+
+def _draw_summary(draws: Sequence[tuple[float, float]]) -> dict[str, float]:
+    """Over sweeps: the geometric mean of the bands' draw scores and the mean share of
+    near-optimal rates in them (see :func:`draw_in`)."""
+    return {
+        "draw_geomean": geomean([g for g, _ in draws]),
+        "draw_share_near": float(np.mean([share for _, share in draws])),
     }
 
 
@@ -295,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "best": best,
             "worst": worst,
             "near_rates": near,
+            "whole_range_draw": draw_in(grid, curve, grid[0], grid[-1]),
         }
         for s in sweep_seeds:
             lrs, losses = sweep_arrays(cache, t, s)
@@ -320,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         "band_has_near": band is not None
                         and any(band[0] <= lr <= band[1] for lr in near),
                         "band_decades": None if band is None else math.log10(band[1] / band[0]),
+                        "band_draw": None if band is None else draw_in(grid, curve, *band),
                         "steepest_lr": steep,
                         "shift_decades": None
                         if steep is None
@@ -359,6 +385,21 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "no_band": sum(c["band_decades"] is None for c in rows),
                 "median_decades": float(np.median(widths)) if widths else math.nan,
                 "max_decades": float(np.max(widths)) if widths else math.nan,
+                # A sweep without a band leaves the whole range to the sampler.
+                **_draw_summary(
+                    [c["band_draw"] or per_task[c["task"]]["whole_range_draw"] for c in rows]
+                ),
+            }
+        sweeps = [c for c in cases if c["role"] == role and c["rule"] == rules[0]]
+        if sweeps:
+            whole = math.log10(grid[-1] / grid[0])
+            bands[role]["whole grid range (no narrowing)"] = {
+                "n": len(sweeps),
+                "has_near": 1.0,
+                "no_band": 0,
+                "median_decades": whole,
+                "max_decades": whole,
+                **_draw_summary([per_task[c["task"]]["whole_range_draw"] for c in sweeps]),
             }
     band_rows = [c for c in cases if c["rule"] == "steepest_band"]
     # Shift of the oracle best below the sweep's steepest point.
@@ -591,14 +632,23 @@ def render_markdown(result: dict[str, Any], tasks: Sequence[Any], rules: Sequenc
         lines += [
             "",
             "| band | sweeps | holds a near-optimal grid rate | no band | median width | "
-            "max width |",
-            "|---|---:|---:|---:|---:|---:|",
+            "max width | a log-uniform draw from it: geo-mean ratio | share within 5% |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for band_rule, b in result["band"][role].items():
+            name = band_rule if band_rule.startswith("whole") else f"`{band_rule}`"
             lines.append(
-                f"| `{band_rule}` | {b['n']} | {100 * b['has_near']:.0f}% | {b['no_band']} | "
-                f"{b['median_decades']:.2f} | {b['max_decades']:.2f} |"
+                f"| {name} | {b['n']} | {100 * b['has_near']:.0f}% | {b['no_band']} | "
+                f"{b['median_decades']:.2f} | {b['max_decades']:.2f} | "
+                f"{b['draw_geomean']:.3f} | {100 * b['draw_share_near']:.0f}% |"
             )
+        lines += [
+            "",
+            "A log-uniform draw: 101 evenly spaced log-rates across the band, read off the "
+            "seed-mean grid curve (no training); a sweep without a band counts as the whole "
+            "range. The last row is the same over the whole grid range (per task), what a "
+            "sampler gets without narrowing.",
+        ]
         floor = result["hindsight_floor"].get(role)
         if floor:
             lines += [
