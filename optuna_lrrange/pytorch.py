@@ -189,9 +189,8 @@ def _check_arguments(
 class _Batches:
     """The loader's batches, iterating it again whenever it is exhausted.
 
-    A step takes the next batch with ``next(batches.iterator)`` and, on ``StopIteration``,
-    :meth:`next_pass`. The loader is first iterated at the first step (inside the
-    snapshot, so what iterating it changes is restored).
+    A step takes the next batch with :meth:`take`. The loader is first iterated at the
+    first step (inside the snapshot, so what iterating it changes is restored).
     """
 
     __slots__ = ("iterator", "loader", "passes")
@@ -200,6 +199,13 @@ class _Batches:
         self.loader = loader
         self.iterator: Iterator[Any] = iter(())
         self.passes = 0
+
+    def take(self) -> Any:
+        """The next batch, starting a new pass over the loader when one ends."""
+        try:
+            return next(self.iterator)
+        except StopIteration:
+            return self.next_pass()
 
     def next_pass(self) -> Any:
         """The first batch of a new pass over the loader."""
@@ -222,12 +228,15 @@ class _Batches:
         self.iterator = iter(())
 
 
-def _bad_batch(batch: Any) -> TypeError:
-    return TypeError(
-        "with `loss_fn`, each batch must be an (x, y) pair (use `step_fn` for other "
-        f"batch shapes), but got {type(batch).__name__}"
-        + (f" of length {len(batch)}." if isinstance(batch, (list, tuple)) else ".")
-    )
+def _pair(batch: Any) -> tuple[Any, Any]:
+    """The ``(x, y)`` of a batch for ``loss_fn``; a clear error for anything else."""
+    if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+        raise TypeError(
+            "with `loss_fn`, each batch must be an (x, y) pair (use `step_fn` for other "
+            f"batch shapes), but got {type(batch).__name__}"
+            + (f" of length {len(batch)}." if isinstance(batch, (list, tuple)) else ".")
+        )
+    return batch[0], batch[1]
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
@@ -264,10 +273,10 @@ def _make_step(
     """The built-in training step at a given rate: sets every group's rate, then one
     optimizer step over ``accumulation_steps`` batches; returns the loss.
 
-    Without accumulation it is one function with nothing nested, so that on a small model
-    it adds little to the training step: the time a sweep costs on top of plain training
-    is mostly this function's and the loop's (``studies/overhead``). A tensor already on
-    ``device`` is used as it is, as ``Tensor.to`` would return it.
+    Without accumulation it is one flat function (no nested closures or generators), so
+    that on a small model it adds little to the training step: the time a sweep costs on
+    top of plain training is mostly this function's and the loop's (``studies/overhead``).
+    A tensor already on ``device`` is used as it is, as ``Tensor.to`` would return it.
     """
     Tensor = torch.Tensor
 
@@ -275,13 +284,7 @@ def _make_step(
         for group, ratio in rates:
             group["lr"] = lr * ratio
         optimizer.zero_grad()
-        try:
-            batch = next(batches.iterator)
-        except StopIteration:
-            batch = batches.next_pass()
-        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
-            raise _bad_batch(batch)
-        x, y = batch[0], batch[1]
+        x, y = _pair(batches.take())
         if type(x) is not Tensor or x.device != device:
             x = _to_device(x, device)
         if type(y) is not Tensor or y.device != device:
@@ -306,13 +309,8 @@ def _make_step(
         return step
 
     def forward() -> torch.Tensor:
-        try:
-            batch = next(batches.iterator)
-        except StopIteration:
-            batch = batches.next_pass()
-        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
-            raise _bad_batch(batch)
-        x, y = _to_device(batch[0], device), _to_device(batch[1], device)
+        x, y = _pair(batches.take())
+        x, y = _to_device(x, device), _to_device(y, device)
         if autocast_dtype is None:
             return _scalar(loss_fn(model(x), y), "`loss_fn`")
         with torch.autocast(device_type=device.type, dtype=autocast_dtype):
@@ -349,10 +347,7 @@ def _make_user_step(
     def step(lr: float) -> float:
         for group, ratio in rates:
             group["lr"] = lr * ratio
-        try:
-            batch = next(batches.iterator)
-        except StopIteration:
-            batch = batches.next_pass()
+        batch = batches.take()
         loss = step_fn(batch)
         if isinstance(loss, torch.Tensor):
             return _scalar(loss, "`step_fn`").item()
