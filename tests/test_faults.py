@@ -274,7 +274,20 @@ def test_random_kills_while_recording_never_leave_a_half_record(tmp_path: Path) 
     assert sum(t.state == TrialState.RUNNING for t in trials) <= 3  # one per kill at most
     assert assert_records_whole(trials) >= len(complete)
     for t in complete:
-        (sweep,) = ol.get_sweeps(t)
+        # A worker that lives past the grace period retries the trial the last kill left
+        # RUNNING. The retry inherits its user attributes (a sweep, if it was recorded) and
+        # its rate (if it was sampled); it sweeps its own model only when it has no rate.
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+        own = ol.get_sweeps(t)
+        every = ol.get_sweeps(t, inherited=True)
+        n_inherited = len(every) - len(own)
+        assert every[n_inherited:] == own
+        assert all(s.info["trial_number"] == retried for s in every[:n_inherited])
+        if own:
+            (sweep,) = own
+        else:
+            assert retried is not None, f"trial {t.number} is no retry and has no sweep"
+            (sweep,) = every
         assert t.user_attrs[BAND_KEY] is None or len(t.user_attrs[BAND_KEY]) == 2
         assert sweep.info["chosen_lr"] == t.params["lr"]
     with sqlite3.connect(db) as con:
