@@ -107,3 +107,44 @@ def test_oracle_draw_in_reads_the_grid_curve_across_the_band(monkeypatch):
     assert draw_in(grid, curve, grid[-1] * 10, grid[-1] * 100) == pytest.approx((4.0, 0.0))
     # Three rates: 2x, 1x and 1x the best.
     assert draw_in(grid, curve, grid[1], grid[3], n=3) == pytest.approx((2 ** (1 / 3), 2 / 3))
+
+
+def test_noise_study_replays_a_recorded_trial_and_retrains_it_under_other_seeds(monkeypatch):
+    # The noise study recovers a trial's hyperparameters by replaying its study; a replay
+    # that does not give the recorded value must stop the study, not be reported.
+    monkeypatch.syspath_prepend(str(ROOT))
+    from studies.head_to_head.noise import best_trials, replay, retrain
+    from studies.head_to_head.run import run_study as run_one
+
+    task = "breast_cancer_mlp_adamw"
+    recorded = run_one((task, "LR(TPE)", 0, 3))
+    t = recorded["trials"][2]
+    trial = {"method": "LR(TPE)", "seed": 0, "number": 2, "value": t["value"], "lr": t["lr"]}
+    params = replay(task, trial)
+    assert params["lr"] == t["lr"] and set(params) == {"width", "dropout", "weight_decay", "lr"}
+    # Outside the study, with the trial's own seed: the same value (its sweep changed nothing).
+    assert retrain(task, params, 0, 2) == (t["value"], t["diverged"])
+    assert retrain(task, params, 1000, 0)[0] != t["value"]
+    with pytest.raises(RuntimeError, match="must give the recorded value"):
+        replay(task, {**trial, "value": t["value"] + 1.0})
+
+    # best_trials: distinct values, best first; a long study repeats its short one's trials.
+    short = {**recorded, "trials": recorded["trials"][:2]}
+    ranked = best_trials([recorded, short], task, 5)
+    values = sorted(x["value"] for x in recorded["trials"])
+    assert [r["value"] for r in ranked] == values
+    assert best_trials([recorded], "digits_mlp_sgd", 5) == []
+
+
+def test_head_to_head_marks_a_median_that_involves_a_study_never_reaching_the_target(
+    monkeypatch,
+):
+    # 10 seeds: the median averages the 5th and 6th studies; with 5 reached, the 6th never
+    # did and counts as n + 1, so the median is a lower bound.
+    monkeypatch.syspath_prepend(str(ROOT))
+    from studies.head_to_head.run import _fmt_hits
+
+    m = {"median_trials_to_target": 134.5, "median_steps_to_target": 38052.0, "reached": 5}
+    assert _fmt_hits(m, 10, 150) == (">= 134.5", ">= 38,052")
+    assert _fmt_hits({**m, "reached": 6}, 10, 150) == ("134.5", "38,052")
+    assert _fmt_hits({**m, "reached": 4}, 10, 150) == (">150 (n.r.)", ">= 38,052")
