@@ -42,6 +42,23 @@ def test_head_to_head_study_quick(tmp_path):
         assert method in table
 
 
+def test_noise_and_retrained_studies_quick(tmp_path):
+    # Both read the committed head-to-head results, replay studies and retrain trials.
+    run_study("-m", "studies.head_to_head.noise", "--quick", "--out", str(tmp_path / "n"))
+    table = (tmp_path / "n" / "noise.md").read_text()
+    for task in ("digits_mlp_sgd", "breast_cancer_mlp_adamw", "mnist1d_mlp_adam"):
+        assert task in table
+    assert (tmp_path / "n" / "noise.png").stat().st_size > 10_000
+    run_study("-m", "studies.head_to_head.retrained", "--quick", "--out", str(tmp_path / "r"))
+    result = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert set(result["summary"]) == {
+        "digits_mlp_sgd",
+        "breast_cancer_mlp_adamw",
+        "mnist1d_mlp_adam",
+    }
+    assert (tmp_path / "r" / "retrained.png").stat().st_size > 10_000
+
+
 def test_reestimation_study_quick(tmp_path):
     run_study("studies/reestimation/run.py", "--quick", "--out", str(tmp_path))
     written = {p.name for p in tmp_path.iterdir()}
@@ -148,3 +165,42 @@ def test_head_to_head_marks_a_median_that_involves_a_study_never_reaching_the_ta
     assert _fmt_hits(m, 10, 150) == (">= 134.5", ">= 38,052")
     assert _fmt_hits({**m, "reached": 6}, 10, 150) == ("134.5", "38,052")
     assert _fmt_hits({**m, "reached": 4}, 10, 150) == (">150 (n.r.)", ">= 38,052")
+
+
+def test_retrained_incumbents_and_the_target_on_configuration_losses(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT))
+    from studies.head_to_head.retrained import incumbents, summarise
+
+    # The incumbent after n trials: the first trial with the lowest value so far; failed
+    # trials (None) never count, and a checkpoint before any completed trial has none.
+    assert incumbents([None, 3.0, 2.0, 2.0, None, 1.0], (1, 2, 3, 4, 5, 6)) == {
+        2: 1,
+        3: 2,
+        4: 2,
+        5: 2,
+        6: 5,
+    }
+
+    def record(method, seed, losses):
+        # One incumbent per checkpoint (trial numbers 0, 1, 2), with these configuration losses.
+        return {
+            "task": "t",
+            "method": method,
+            "seed": seed,
+            "incumbent_at": {"10": 0, "20": 1, "30": 2},
+            "configs": {str(i): {"config_loss": v} for i, v in enumerate(losses)},
+        }
+
+    records = [
+        record("LR(TPE)", 0, [1.2, 1.0, 1.0]),
+        record("LR(TPE)", 1, [1.04, 1.04, 1.04]),
+        record("TPE", 0, [2.0, 1.5, 1.05]),
+        record("TPE", 1, [2.0, 2.0, 1.9]),
+    ]
+    s = summarise(records, (10, 20, 30))["t"]
+    assert s["best_config_loss"] == 1.0 and s["target"] == pytest.approx(1.05)
+    assert s["methods"]["LR(TPE)"]["first_checkpoint_within_target"] == [20, 10]
+    assert s["methods"]["TPE"]["first_checkpoint_within_target"] == [30, 31]  # never: 31
+    assert s["methods"]["TPE"]["reached"] == 1
+    assert s["lower_in"] == [2, 2, 2] and s["higher_in"] == [0, 0, 0]
+    assert s["methods"]["LR(TPE)"]["median"] == pytest.approx([1.12, 1.02, 1.02])
