@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from studies.head_to_head.run import FAILURES, HERE, _quiet, make_sampler, summarise
+from studies.head_to_head.run import HERE, _quiet, read_studies, run_study, summarise
 
 #: Fresh study seeds for the reseeded trainings; the studies used seeds 0-9.
 FRESH_SEEDS = range(1000, 1020)
@@ -39,11 +39,9 @@ TOLERANCES = (1.05, 1.10, 1.20, 1.50)
 
 def load_runs(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The main run's and the long run's studies, as recorded."""
-
-    def read(path: Path) -> list[dict[str, Any]]:
-        return [json.loads(x) for x in path.read_text().splitlines()]
-
-    return read(results / "studies.jsonl"), read(results / "long" / "studies.jsonl")
+    return read_studies(results / "studies.jsonl"), read_studies(
+        results / "long" / "studies.jsonl"
+    )
 
 
 def best_trials(studies: Sequence[dict[str, Any]], task: str, k: int) -> list[dict[str, Any]]:
@@ -67,23 +65,15 @@ def best_trials(studies: Sequence[dict[str, Any]], task: str, k: int) -> list[di
 
 def replay(task_name: str, trial: dict[str, Any]) -> dict[str, Any]:
     """The hyperparameters of a recorded trial, from its study run again up to that trial."""
-    import optuna
-
-    from studies.head_to_head.tasks import TASKS_BY_NAME, make_objective
-
-    task = TASKS_BY_NAME[task_name]
-    sampler, narrow = make_sampler(trial["method"], trial["seed"])
-    study = optuna.create_study(sampler=sampler)
-    objective = make_objective(task, trial["seed"], narrow)
-    study.optimize(objective, n_trials=trial["number"] + 1, catch=FAILURES)
-    again = study.trials[trial["number"]]
-    if again.value != trial["value"]:
+    again = run_study((task_name, trial["method"], trial["seed"], trial["number"] + 1))
+    replayed = again["trials"][trial["number"]]
+    if replayed["value"] != trial["value"]:
         raise RuntimeError(
             f"replaying {task_name} {trial['method']} seed {trial['seed']} trial "
             f"{trial['number']} must give the recorded value {trial['value']!r}; "
-            f"got {again.value!r}"
+            f"got {replayed['value']!r}"
         )
-    return dict(again.params)
+    return replayed["params"]
 
 
 def retrain(task_name: str, params: dict[str, Any], seed: int, number: int) -> tuple[float, bool]:

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from studies.head_to_head.run import FAILURES, HERE, NEAR, _quiet, make_sampler
+from studies.head_to_head.run import COLORS, HERE, NEAR, read_studies, run_study
 
 #: Numbers of trials after which the incumbent is retrained.
 CHECKPOINTS = (10, 20, 30, 50, 75, 100, 150)
@@ -59,20 +59,13 @@ def run_one(
     job: tuple[str, str, int, list[float | None], tuple[int, ...], tuple[int, ...]],
 ) -> dict[str, Any]:
     """Replays one study, then retrains its incumbents under the fresh seeds."""
-    import optuna
-
     from studies.head_to_head.noise import retrain
-    from studies.head_to_head.tasks import TASKS_BY_NAME, make_objective
 
-    _quiet()
     task_name, method, seed, recorded, checkpoints, fresh = job
-    task = TASKS_BY_NAME[task_name]
     at = incumbents(recorded, checkpoints)
     last = max(at.values())
-    sampler, narrow = make_sampler(method, seed)
-    study = optuna.create_study(sampler=sampler)
-    study.optimize(make_objective(task, seed, narrow), n_trials=last + 1, catch=FAILURES)
-    replayed = [t.value for t in study.trials]
+    trials = run_study((task_name, method, seed, last + 1))["trials"]
+    replayed = [t["value"] for t in trials]
     if replayed != recorded[: last + 1]:
         first = next(i for i, (x, y) in enumerate(zip(replayed, recorded, strict=False)) if x != y)
         raise RuntimeError(
@@ -81,7 +74,7 @@ def run_one(
         )
     configs: dict[int, dict[str, Any]] = {}
     for number in sorted(set(at.values())):
-        params = dict(study.trials[number].params)
+        params = trials[number]["params"]
         runs = [retrain(task_name, params, s, 0) for s in fresh]
         configs[number] = {
             "params": params,
@@ -148,8 +141,6 @@ def plot(summary: dict[str, Any], checkpoints: Sequence[int], n_fresh: int, path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from studies.head_to_head.run import COLORS
 
     tasks = list(summary)
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.4 * len(tasks), 4.0), squeeze=False)
@@ -239,9 +230,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    long_run = [
-        json.loads(x) for x in (args.results / "long" / "studies.jsonl").read_text().splitlines()
-    ]
+    long_run = read_studies(args.results / "long" / "studies.jsonl")
     if args.quick:
         checkpoints, fresh, seeds = (5, 10), FRESH[:2], [0]
         long_run = [{**s, "trials": s["trials"][:10]} for s in long_run if s["seed"] == 0]
@@ -252,8 +241,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cache = out / "studies.jsonl"
     done = {}
     if cache.exists():
-        for line in cache.read_text().splitlines():
-            r = json.loads(line)
+        for r in read_studies(cache):
             done[(r["task"], r["method"], r["seed"])] = r
     jobs = [
         (s["task"], s["method"], s["seed"], [t["value"] for t in s["trials"]], checkpoints, fresh)

@@ -112,6 +112,7 @@ def trial_records(study: Any) -> list[dict[str, Any]]:
                 # A failed trial (see FAILURES) has no value; it counts as a trial spent.
                 "value": float(t.value) if complete else None,
                 "lr": float(t.params["lr"]) if "lr" in t.params else None,
+                "params": dict(t.params),
                 "train_steps": int(t.user_attrs.get("train_steps", 0)),
                 "sweep_steps": sum(len(s.lrs) for s in sweeps),
                 "sweep_seconds": sum(float(s.info["seconds"]) for s in sweeps),
@@ -123,6 +124,11 @@ def trial_records(study: Any) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def read_studies(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``studies.jsonl`` file, one study (or result) per line."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def run_study(job: tuple[str, str, int, int]) -> dict[str, Any]:
@@ -626,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ):
             if path.parent.resolve() == out.resolve() or not path.exists():
                 continue
-            reference += [json.loads(x) for x in path.read_text().splitlines()]
+            reference += read_studies(path)
             reference_files.append(str(path.relative_to(HERE)))
     elif args.quick:
         seeds, n_trials = list(range(args.seeds or 1)), args.trials or 5
@@ -647,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.replot:
         saved = json.loads((out / "results.json").read_text())
         config = saved["config"]
-        studies = [json.loads(x) for x in (out / "studies.jsonl").read_text().splitlines()]
+        studies = read_studies(out / "studies.jsonl")
         tasks = [t for t in tasks if any(s["task"] == t for s in studies)]
         studies.sort(key=lambda s: (tasks.index(s["task"]), METHODS.index(s["method"]), s["seed"]))
         summary = summarise(studies, tasks, config["n_trials"], reference)
@@ -664,8 +670,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cache_path = out / "studies.jsonl"
     done: dict[tuple[str, str, int, int], dict[str, Any]] = {}
     if cache_path.exists():
-        for line in cache_path.read_text().splitlines():
-            rec = json.loads(line)
+        for rec in read_studies(cache_path):
             done[(rec["task"], rec["method"], rec["seed"], len(rec["trials"]))] = rec
     studies = [done[j] for j in jobs if j in done]
     jobs = [j for j in jobs if j not in done]
