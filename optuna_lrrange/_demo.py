@@ -226,7 +226,7 @@ def summary(study: optuna.Study, plots: dict[str, Path] | None = None) -> str:
     """A plain-text report: best trial, each trial's band and sampled lr, the plots."""
     import optuna
 
-    from optuna_lrrange._records import read_records
+    from optuna_lrrange._records import read_trial_records
 
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -243,7 +243,7 @@ def summary(study: optuna.Study, plots: dict[str, Path] | None = None) -> str:
     lines.append("")
     lines.append(f"{'trial':>5}  {'state':<8}  {'accuracy':>8}  {'band':<21}  {'lr':>9}  note")
     for t in trials:
-        records = read_records(t.user_attrs, t.number, strict=False)
+        records = read_trial_records(t)
         band_text, note = "-", ""
         if records:
             _, suggestion = records[0]

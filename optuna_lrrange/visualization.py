@@ -86,28 +86,35 @@ def _has_records(trial: FrozenTrial) -> bool:
     return any(key.startswith("lrrange:sweep:") for key in trial.user_attrs)
 
 
-def _pick_trial(study: optuna.Study, number: int | None) -> FrozenTrial:
+def _pick_trial(
+    study: optuna.Study, number: int | None
+) -> tuple[FrozenTrial, list[tuple[Sweep, Suggestion | None]]]:
+    """The trial ``number`` names, else the best trial with a readable sweep record (the
+    last one with one when no trial has a value); and its records."""
     trials = study.get_trials(deepcopy=False)
     if number is not None:
         for t in trials:
             if t.number == number:
-                return t
+                return t, read_trial_records(t)
         raise ValueError(
             f"`trial` must be the number of a trial of the study (0..{len(trials) - 1}), "
             f"but got {number}."
         )
-    with_sweeps = [t for t in trials if _has_records(t)]
-    if not with_sweeps:
-        raise ValueError(
-            f"the study {study.study_name!r} must hold at least one sweep record, but it holds "
-            "none."
-        )
+    candidates = [t for t in trials if _has_records(t)]
+    ranked: list[FrozenTrial] = []
     if len(study.directions) == 1:
-        complete = [t for t in with_sweeps if t.value is not None]
-        if complete:
-            sign = 1.0 if study.direction.name == "MINIMIZE" else -1.0
-            return min(complete, key=lambda t: sign * float(t.value))  # type: ignore[arg-type]
-    return with_sweeps[-1]
+        sign = 1.0 if study.direction.name == "MINIMIZE" else -1.0
+        complete = [t for t in candidates if t.value is not None]
+        ranked = sorted(complete, key=lambda t: sign * float(t.value))  # type: ignore[arg-type]
+    ranked_ids = {id(t) for t in ranked}
+    for t in ranked + [t for t in reversed(candidates) if id(t) not in ranked_ids]:
+        records = read_trial_records(t)
+        if records:
+            return t, records
+    raise ValueError(
+        f"the study {study.study_name!r} must hold at least one readable sweep record, but it "
+        "holds none."
+    )
 
 
 @dataclass(frozen=True)
@@ -129,18 +136,17 @@ def _resolve(source: SweepSource, trial: int | None, index: int) -> _Resolved:
         return _Resolved(source, None, "Learning-rate range test", None, 0)
     picked = ""
     if isinstance(source, optuna.Study):
-        frozen = _pick_trial(source, trial)
+        frozen, records = _pick_trial(source, trial)
         if trial is None:
             best = len(source.directions) == 1 and frozen.value is not None
             picked = " (best)" if best else " (last with a sweep)"
     elif isinstance(source, optuna.trial.FrozenTrial):
-        frozen = source
+        frozen, records = source, read_trial_records(source)
     else:
         raise TypeError(
             "`source` must be a Sweep, an optuna.Study or a FrozenTrial, but got "
             f"{type(source).__name__}."
         )
-    records = read_trial_records(frozen)
     if not records:
         raise ValueError(f"trial {frozen.number} must hold a sweep record, but it holds none.")
     if not -len(records) <= index < len(records):

@@ -1,10 +1,12 @@
-"""Real Optuna storages for tests: SQLite, PostgreSQL, journal file, Redis journal, gRPC proxy.
+"""Real Optuna storages for tests: SQLite, PostgreSQL, MySQL (MariaDB), journal file, Redis
+journal, gRPC proxy.
 
 A storage is named by a spec string that a worker process can open on its own:
-``sqlite:///path``, ``postgresql+psycopg2://...``, ``journal:/path``, ``redis:redis://...``,
-``grpc:host:port``. PostgreSQL and Redis come from the servers ``.ci/run`` starts (their URLs
-in ``OPTUNA_LRRANGE_TEST_POSTGRES_URL`` / ``OPTUNA_LRRANGE_TEST_REDIS_URL``); outside CI
-the tests that need them skip, saying why; in CI (``CI=true``) a missing server fails.
+``sqlite:///path``, ``postgresql+psycopg2://...``, ``mysql+pymysql://...``, ``journal:/path``,
+``redis:redis://...``, ``grpc:host:port``. PostgreSQL, MariaDB and Redis come from the servers
+``.ci/run`` starts (their URLs in ``OPTUNA_LRRANGE_TEST_POSTGRES_URL``,
+``OPTUNA_LRRANGE_TEST_MYSQL_URL`` and ``OPTUNA_LRRANGE_TEST_REDIS_URL``); outside CI the tests
+that need them skip, saying why; in CI (``CI=true``) a missing server fails.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 import optuna
 import pytest
 
-BACKENDS = ("sqlite", "postgres", "journal", "redis", "grpc")
+BACKENDS = ("sqlite", "postgres", "mysql", "journal", "redis", "grpc")
 
 
 def open_storage(spec: str) -> optuna.storages.BaseStorage:
@@ -85,6 +87,8 @@ def storage_spec(backend: str, tmp_path):
         yield f"sqlite:///{tmp_path / 'study.db'}"
     elif backend == "postgres":
         yield _server_url("OPTUNA_LRRANGE_TEST_POSTGRES_URL", "PostgreSQL")
+    elif backend == "mysql":
+        yield _server_url("OPTUNA_LRRANGE_TEST_MYSQL_URL", "MySQL (MariaDB)")
     elif backend == "journal":
         yield f"journal:{tmp_path / 'journal.log'}"
     elif backend == "redis":

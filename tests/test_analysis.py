@@ -237,27 +237,93 @@ def test_a_record_of_a_newer_schema_warns_and_skips_that_trial():
     assert set(df["number"]) == {1, 2}
 
 
+def retry_of(study: optuna.Study, number: int) -> optuna.Trial:
+    """Optuna's own retry of trial ``number``: created by its retry callback (holding the
+    attempt's parameters and user attributes), then started."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        RetryHeartbeatStaleTrialCallback(max_retry=2)(study, study.trials[number])
+    return study.ask()
+
+
 def test_records_inherited_by_a_retried_trial_are_not_counted_twice():
     study, written = make_study(None, n_trials=1, reestimate=False)
     dead = written[0][0][0]
-    retry = study.ask()
-    # A retried trial carries the dead attempt's record (written under trial number 0).
-    attrs = study.trials[0].user_attrs
-    study._storage.set_trial_user_attr(
-        retry._trial_id, "lrrange:sweep:0", attrs["lrrange:sweep:0"]
-    )
+    retry = retry_of(study, 0)
+    assert retry.number == 1 and "lrrange:sweep:0" in retry.user_attrs  # inherited
     own = make_sweep(1e-3, seed=5, num_iter=50)
     sweep = replace(own, info={"kind": "trial", "trial_number": retry.number})
     write_sweep(study._storage, retry._trial_id, sweep, sweep.suggest())
 
-    df = ol.sweeps_dataframe(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        df = ol.sweeps_dataframe(study)
     assert len(df[df["number"] == retry.number]) == len(sweep)
     assert len(df) == len(dead) + len(sweep)
+    assert ol.get_sweeps(study.trials[1]) == [sweep]
+    assert ol.get_sweeps(study.trials[1], inherited=True) == [dead, sweep]
     everything = ol.sweeps_summary(study, inherited=True)
     assert list(everything.loc[everything["number"] == retry.number, "n_steps"]) == [
         len(dead),
         len(sweep),
     ]
+    # A retry of the retry inherits both; neither is counted again.
+    again = retry_of(study, 1)
+    assert again.user_attrs.keys() >= {"lrrange:sweep:0", "lrrange:sweep:1"}
+    study.tell(again, 1.0)
+    assert ol.get_sweeps(study.trials[2]) == []
+    assert len(ol.sweeps_dataframe(study)) == len(dead) + len(sweep)
+
+
+@pytest.mark.parametrize("kind", STORAGES)
+def test_sweeps_of_trials_merged_from_another_study_are_counted(kind, tmp_path):
+    source, written = make_study(None)
+    # The target already holds trials, so the merged trials get new numbers.
+    target = optuna.create_study(storage=open_storage(kind, tmp_path), study_name="merged")
+    own_steps = 0
+    for _ in range(2):
+        trial = target.ask()
+        sweep = make_sweep(1e-2, seed=7)
+        record(target, trial._trial_id, trial.number, sweep)
+        target.tell(trial, 0.0)
+        own_steps += len(sweep)
+
+    target.add_trials(source.trials)
+    merged = target.trials[2:]
+    assert [t.number for t in merged] == [2, 3, 4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for copy, number in zip(merged, written, strict=True):
+            assert ol.get_sweeps(copy) == ol.get_sweeps(source.trials[number])
+            assert [s for s, _ in written[number]] == ol.get_sweeps(copy)
+        summary = ol.sweeps_summary(target)
+        frame = ol.sweeps_dataframe(target)
+    expected = ol.sweeps_summary(source)
+    rows = summary[summary["number"] >= 2].reset_index(drop=True)
+    assert list(rows["number"]) == [n + 2 for n in expected["number"]]
+    assert list(rows["n_steps"]) == list(expected["n_steps"])
+    assert len(frame) == own_steps + len(ol.sweeps_dataframe(source))
+
+
+def test_a_merged_retry_still_counts_each_sweep_once():
+    source, written = make_study(None, n_trials=1, reestimate=False)
+    dead = written[0][0][0]
+    retry = retry_of(source, 0)
+    own = replace(make_sweep(1e-3, seed=5, num_iter=50), info={"trial_number": retry.number})
+    write_sweep(source._storage, retry._trial_id, own, own.suggest())
+    source.tell(retry, 1.0)
+
+    target = optuna.create_study()
+    target.enqueue_trial({})
+    target.optimize(lambda t: 0.0, n_trials=1)
+    target.add_trials(source.trials)
+    copy_of_dead, copy_of_retry = target.trials[1:]
+    assert ol.get_sweeps(copy_of_dead) == [dead]
+    assert ol.get_sweeps(copy_of_retry) == [own]
+    assert ol.get_sweeps(copy_of_retry, inherited=True) == [dead, own]
+    assert list(ol.sweeps_summary(target)["n_steps"]) == [len(dead), len(own)]
 
 
 def test_a_study_without_sweeps_gives_empty_frames_with_the_columns():

@@ -26,7 +26,12 @@ unknown options given to attach, no loader, an optimizer with no param groups, b
 (no param groups, an empty loader, a non-scalar loss, a loss that is not a tensor, a batch
 that is not a pair, ``accumulation_steps < 1``, the first group at rate 0); records (a
 future schema version, a corrupted or malformed record read strictly, the same read
-non-strictly and by ``sweeps_dataframe``, ``get_sweeps`` of a non-trial); a user's
+non-strictly and by ``sweeps_dataframe``, ``get_sweeps`` of a non-trial; a suggestion that
+is a list, a suggested rate that is a string, a reversed band, settings that are a list,
+string losses, decreasing rates, more steps than the settings allow, a mistyped trial
+number or chosen rate, a record key renamed to ``lrrange:sweep:007``; all but the band,
+the step count and the info fields also through every reader: both frames, the four plots'
+data and drawing, and the CLI's ``sweeps`` and ``plot``); a user's
 ``sweep_fn`` returning a non-Sweep or a step returning ``None``; ``LRReestimator`` with no
 trigger or a trigger < 1.
 """
@@ -39,6 +44,7 @@ import logging
 from pathlib import Path
 import re
 from typing import Any
+import warnings
 
 import optuna
 from optuna.trial import TrialState
@@ -147,8 +153,9 @@ def torch_range_test(loss_fn: Any = mse, loader: Any = "BATCHES", **kwargs: Any)
     return run
 
 
-def study_with_record(tmp_path: Path, text: str) -> optuna.Study:
-    """An SQLite study: trial 0 with a good sweep, trial 1 holding ``text`` as its record."""
+def study_with_record(tmp_path: Path, text: str, key: str = "lrrange:sweep:0") -> optuna.Study:
+    """An SQLite study: trial 0 with a good sweep, trial 1 (the best) holding ``text`` under
+    ``key`` as its only record."""
     study = optuna.create_study(
         storage=f"sqlite:///{tmp_path / 'study.db'}",
         sampler=ol.LRRangeSampler(optuna.samplers.RandomSampler(seed=0), num_iter=20),
@@ -160,26 +167,99 @@ def study_with_record(tmp_path: Path, text: str) -> optuna.Study:
 
     study.optimize(objective, n_trials=1)
     trial = study.ask()
-    trial.set_user_attr("lrrange:sweep:0", text)
-    study.tell(trial, 0.0)
+    trial.suggest_float("lr", 1e-6, 1.0, log=True)
+    trial.set_user_attr(key, text)
+    study.tell(trial, -1.0)
     return study
 
 
 def future_record() -> str:
-    data = json.loads(encode(good_sweep(RangeTestConfig(num_iter=20))))
+    data = json.loads(encode(good_sweep(RangeTestConfig(num_iter=20)))[0])
     data["schema"] = 99
     return json.dumps(data)
 
 
-def get_sweeps_of_trial_1(text: str) -> Callable[[Path], Any]:
-    return lambda tmp_path: ol.get_sweeps(study_with_record(tmp_path, text).trials[1])
+def get_sweeps_of_trial_1(text: str, key: str = "lrrange:sweep:0") -> Callable[[Path], Any]:
+    return lambda tmp_path: ol.get_sweeps(study_with_record(tmp_path, text, key).trials[1])
+
+
+def good_record(**changes: Any) -> str:
+    """A sweep record as the sampler writes it, with ``changes`` to its fields."""
+    sweep = good_sweep(RangeTestConfig(num_iter=20))
+    data = json.loads(encode(sweep, sweep.suggest())[0])
+    return json.dumps({**data, **changes})
+
+
+def with_suggestion(**changes: Any) -> str:
+    sweep = good_sweep(RangeTestConfig(num_iter=20))
+    suggestion = json.loads(encode(sweep, sweep.suggest())[0])["suggestion"]
+    return good_record(suggestion={**suggestion, **changes})
+
+
+def schema_1(**changes: Any) -> str:
+    data = json.loads(good_record())
+    data = {k: data[k] for k in ("stop_reason", "config", "info", "suggestion")}
+    sweep = good_sweep(RangeTestConfig(num_iter=20))
+    return json.dumps({"schema": 1, "lrs": sweep.lrs, "losses": sweep.losses, **data, **changes})
+
+
+def every_reader_skips(text: str, key: str = "lrrange:sweep:0") -> Callable[[Path], Any]:
+    """Every reader of a study holding ``text`` under ``key`` on its best trial: the frames,
+    the four plots (their data and their drawing) and the CLI's ``sweeps`` and ``plot``. Each
+    skips the record with a RecordWarning and reads the good trial."""
+
+    def run(tmp_path: Path) -> None:
+        from optuna_lrrange import cli, visualization
+
+        study = study_with_record(tmp_path, text, key)
+        url = f"sqlite:///{tmp_path / 'study.db'}"
+        name = study.study_name
+        readers: dict[str, Callable[[], Any]] = {
+            "sweeps_dataframe": lambda: set(ol.sweeps_dataframe(study)["number"]) == {0},
+            "sweeps_summary": lambda: list(ol.sweeps_summary(study)["number"]) == [0],
+            "sweep": lambda: visualization.get_sweep_plot_info(study).title.startswith("Trial 0"),
+            "loss_change": lambda: len(visualization.get_loss_change_plot_info(study).lrs) > 0,
+            "sweeps": lambda: len(visualization.get_sweeps_plot_info(study).lines) == 1,
+            "bands": lambda: (
+                [e.number for e in visualization.get_bands_plot_info(study).entries] == [0]
+            ),
+            "plot_sweep": lambda: visualization.plot_sweep(study) is not None,
+            "plot_loss_change": lambda: visualization.plot_loss_change(study) is not None,
+            "plot_sweeps": lambda: visualization.plot_sweeps(study) is not None,
+            "plot_bands": lambda: visualization.plot_bands(study) is not None,
+            "cli sweeps": lambda: (
+                cli.main(
+                    ["sweeps", "--storage", url, "--study", name, "-o", str(tmp_path / "s.csv")]
+                )
+                == 0
+            ),
+            "cli plot": lambda: (
+                cli.main(
+                    ["plot", "--storage", url, "--study", name, "--kind", "sweep"]
+                    + ["-o", str(tmp_path / "p.png")]
+                )
+                == 0
+            ),
+        }
+        caught: list[warnings.WarningMessage] = []
+        for what, read in readers.items():
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                assert read(), what
+            assert [str(w.message) for w in seen if w.category is RecordWarning], what
+            assert all(f"trial 1: skipped user attribute {key!r}" in str(w.message) for w in seen)
+            caught += seen
+        # What the readers warned, passed on for the catalogue's check of the message.
+        warnings.warn(caught[0].message, stacklevel=1)
+
+    return run
 
 
 def read_non_strict(tmp_path: Path) -> None:
     study = study_with_record(tmp_path, '{"schema": 1, "lrs": [0.1')
     trials = study.trials
-    assert len(read_records(trials[0].user_attrs, 0, strict=False)) == 1
-    assert read_records(trials[1].user_attrs, 1, strict=False) == []
+    assert len(read_records(trials[0].user_attrs, strict=False)) == 1
+    assert read_records(trials[1].user_attrs, strict=False) == []
 
 
 def dataframe_skips(tmp_path: Path) -> None:
@@ -645,7 +725,7 @@ CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
         "future_schema",
         get_sweeps_of_trial_1(future_record()),
         ValueError,
-        r"reads sweep records of schema <= 1, but got schema 99: upgrade optuna-lrrange",
+        r"reads sweep records of schema <= 2, but got schema 99: upgrade optuna-lrrange",
     ),
     (
         "corrupt_record_strict",
@@ -659,7 +739,8 @@ CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
         get_sweeps_of_trial_1('{"schema": 1}'),
         ValueError,
         r"cannot read user attribute 'lrrange:sweep:0': a sweep record is malformed: "
-        r"KeyError\('lrs'\)",
+        r"`config` must be an object with the fields \['diverge_factor', 'end_lr', 'mode', "
+        r"'num_iter', 'smooth_beta', 'start_lr'\], but got None",
     ),
     (
         "record_not_an_object",
@@ -678,6 +759,102 @@ CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
         dataframe_skips,
         RecordWarning,
         r"trial 1: skipped user attribute 'lrrange:sweep:0'",
+    ),
+    (
+        "record_suggestion_not_an_object",
+        get_sweeps_of_trial_1(good_record(suggestion=[1, 2])),
+        ValueError,
+        r"a sweep record is malformed: `suggestion` must be an object or null, but got \[1, 2\]",
+    ),
+    (
+        "record_suggestion_not_an_object_read_by_every_reader",
+        every_reader_skips(good_record(suggestion=[1, 2])),
+        RecordWarning,
+        r"skipped user attribute 'lrrange:sweep:0'",
+    ),
+    (
+        "record_key_renamed",
+        get_sweeps_of_trial_1(good_record(), key="lrrange:sweep:007"),
+        ValueError,
+        r"cannot read user attribute 'lrrange:sweep:007': not a key of a sweep record",
+    ),
+    (
+        "record_key_renamed_read_by_every_reader",
+        every_reader_skips(good_record(), key="lrrange:sweep:007"),
+        RecordWarning,
+        r"skipped user attribute 'lrrange:sweep:007'",
+    ),
+    (
+        "record_suggestion_lr_a_string",
+        get_sweeps_of_trial_1(with_suggestion(lr="0.1")),
+        ValueError,
+        r"`suggestion.lr` must be a positive finite number, but got '0\.1'",
+    ),
+    (
+        "record_suggestion_lr_a_string_read_by_every_reader",
+        every_reader_skips(with_suggestion(lr="0.1")),
+        RecordWarning,
+        r"skipped user attribute 'lrrange:sweep:0'",
+    ),
+    (
+        "record_band_reversed",
+        get_sweeps_of_trial_1(with_suggestion(band=[0.1, 0.01])),
+        ValueError,
+        r"`low <= high` must hold in `suggestion.band`, but got \(0\.1, 0\.01\)",
+    ),
+    (
+        "record_config_a_list",
+        get_sweeps_of_trial_1(good_record(config=[])),
+        ValueError,
+        r"`config` must be an object with the fields \[.*\], but got \[\]",
+    ),
+    (
+        "record_config_a_list_read_by_every_reader",
+        every_reader_skips(good_record(config=[])),
+        RecordWarning,
+        r"skipped user attribute 'lrrange:sweep:0'",
+    ),
+    (
+        "record_losses_strings",
+        get_sweeps_of_trial_1(schema_1(losses=["1.0"] * 20)),
+        ValueError,
+        r"`losses` must hold numbers only, but got '1\.0' at 0",
+    ),
+    (
+        "record_losses_strings_read_by_every_reader",
+        every_reader_skips(good_record(losses=["0.5"] * 20)),
+        RecordWarning,
+        r"skipped user attribute 'lrrange:sweep:0'",
+    ),
+    (
+        "record_rates_decreasing",
+        get_sweeps_of_trial_1(schema_1(lrs=[10 ** (-i / 5) for i in range(20)])),
+        ValueError,
+        r"`lrs` must be strictly increasing, but got 1\.0 then 0\.63\d* at 1",
+    ),
+    (
+        "record_rates_decreasing_read_by_every_reader",
+        every_reader_skips(schema_1(lrs=[10 ** (-i / 5) for i in range(20)])),
+        RecordWarning,
+        r"skipped user attribute 'lrrange:sweep:0'",
+    ),
+    (
+        "record_more_steps_than_its_settings",
+        get_sweeps_of_trial_1(good_record(n=21, losses=[0.5] * 21)),
+        ValueError,
+        r"`n <= num_iter` must hold, but got n=21, num_iter=20",
+    ),
+    (
+        "record_trial_number_a_string",
+        get_sweeps_of_trial_1(good_record(info={"trial_number": "1"})),
+        ValueError,
+        r"`info.trial_number` must be an int, but got '1'",
+    ),
+    (
+        "record_chosen_lr_a_string",
+        get_sweeps_of_trial_1(good_record(info={"chosen_lr": "fast"})),
+        ValueError,
+        r"`info.chosen_lr` must be a finite number, but got 'fast'",
     ),
     (
         "get_sweeps_not_a_trial",

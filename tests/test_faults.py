@@ -169,10 +169,10 @@ def assert_records_whole(trials: list[optuna.trial.FrozenTrial]) -> int:
         keys = [k for k in t.user_attrs if k.startswith(SWEEP_PREFIX)]
         for key in keys:
             assert isinstance(t.user_attrs[key], str), (t.number, key)
-            sweep, _ = decode(t.user_attrs[key])
+            sweep, _ = decode(t.user_attrs[key])  # 100-step records: one value each
             assert len(sweep.lrs) == len(sweep.losses) > 0
             n += 1
-        read_records(t.user_attrs, t.number, inherited=True, strict=True)
+        read_records(t.user_attrs, strict=True)
         if BAND_KEY in t.user_attrs:
             assert keys, f"trial {t.number} has a band summary without its sweep"
     return n

@@ -60,7 +60,13 @@ def build(url: str, n_trials: int, num_iter: int) -> None:
     from optuna.distributions import FloatDistribution, IntDistribution
 
     from optuna_lrrange import run_range_test
-    from optuna_lrrange._records import BAND_KEY, SCHEMA_KEY, SUGGESTION_KEY, encode
+    from optuna_lrrange._records import (
+        BAND_KEY,
+        SCHEMA_KEY,
+        SCHEMA_VERSION,
+        SUGGESTION_KEY,
+        encode,
+    )
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=url, study_name="bench")
@@ -83,6 +89,7 @@ def build(url: str, n_trials: int, num_iter: int) -> None:
         info = {"kind": "trial", "trial_number": number, "trial_id": number + 1}
         sweep = replace(sweep, info=info)
         suggestion = sweep.suggest()
+        (record,) = encode(sweep, suggestion)  # a 100-step record is one value
         lr = float(10 ** rng.uniform(-5, 0))
         trial = optuna.trial.FrozenTrial(
             number=number,
@@ -96,10 +103,10 @@ def build(url: str, n_trials: int, num_iter: int) -> None:
                 "width": IntDistribution(8, 256),
             },
             user_attrs={
-                "lrrange:sweep:0": encode(sweep, suggestion),
+                "lrrange:sweep:0": record,
                 BAND_KEY: None if suggestion.band is None else list(suggestion.band),
                 SUGGESTION_KEY: suggestion.lr,
-                SCHEMA_KEY: 1,
+                SCHEMA_KEY: SCHEMA_VERSION,
             },
             system_attrs={},
             intermediate_values={},
