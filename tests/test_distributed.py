@@ -1,9 +1,9 @@
 """Several worker processes on one study, over every storage Optuna offers for it.
 
-SQLite, PostgreSQL (RDB), the journal file, the Redis journal and the gRPC storage proxy:
-4 workers x 25 trials each. Every trial completes once, every trial's sweep record is
-intact and readable by every worker, ``sweep_every`` reuses bands written by other
-workers, and ``sweeps_dataframe`` sees every sweep exactly once.
+SQLite, PostgreSQL and MySQL (RDB; MariaDB here), the journal file, the Redis journal and
+the gRPC storage proxy: 4 workers x 25 trials each. Every trial completes once, every
+trial's sweep record is intact and readable by every worker, ``sweep_every`` reuses bands
+written by other workers, and ``sweeps_dataframe`` sees every sweep exactly once.
 """
 
 from __future__ import annotations
