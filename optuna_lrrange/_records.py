@@ -31,7 +31,7 @@ unreadable record is an error for :func:`get_sweeps` and is skipped with a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 import functools
 import json
 import math
@@ -396,6 +396,7 @@ def read_records(
     earlier_attempts: Collection[int] = (),
     strict: bool = True,
     skipped: Callable[[str], None] | None = None,
+    left_out: list[str] | None = None,
 ) -> list[tuple[Sweep, Suggestion | None]]:
     """Decodes the sweep records among ``user_attrs``, oldest first.
 
@@ -409,6 +410,7 @@ def read_records(
             :class:`RecordWarning` (or pass the message to ``skipped``). A record of a
             newer schema always raises.
         skipped: Receives the message of each skipped record instead of a warning.
+        left_out: Receives the key of each record left out as inherited.
     """
     records, stray = _scan(user_attrs)
     stray_why = "not a key of a sweep record (lrrange:sweep:<i>, or :<i>:<j> for its parts)"
@@ -423,6 +425,8 @@ def read_records(
             problems.append((keys[0], str(e)))
             continue
         if sweep.info.get("trial_number") in earlier_attempts:
+            if left_out is not None:
+                left_out.append(keys[0])
             continue
         out.append((sweep, suggestion))
     for key, why in problems:
@@ -437,13 +441,14 @@ def read_records(
 
 
 def read_trial_records(
-    trial: FrozenTrial, *, inherited: bool = False
+    trial: FrozenTrial, *, inherited: bool = False, left_out: list[str] | None = None
 ) -> list[tuple[Sweep, Suggestion | None]]:
     """A trial's readable records, for analysis: nothing unreadable ever raises.
 
     An unreadable record is skipped with a :class:`RecordWarning` naming the trial; a trial
     whose records need a newer optuna-lrrange is skipped whole, with the same warning.
-    Records inherited by a retry from its failed attempt are left out unless ``inherited``.
+    Records inherited by a retry from its failed attempt are left out unless ``inherited``
+    (their keys go to ``left_out``).
     """
 
     def skipped(message: str) -> None:
@@ -452,11 +457,50 @@ def read_trial_records(
     earlier = () if inherited else _earlier_attempts(trial)
     try:
         return read_records(
-            trial.user_attrs, earlier_attempts=earlier, strict=False, skipped=skipped
+            trial.user_attrs,
+            earlier_attempts=earlier,
+            strict=False,
+            skipped=skipped,
+            left_out=left_out,
         )
     except _NewerSchemaError as e:
         skipped(str(e))
         return []
+
+
+def read_study_records(
+    trials: Iterable[FrozenTrial], *, inherited: bool = False
+) -> list[tuple[FrozenTrial, list[tuple[Sweep, Suggestion | None]]]]:
+    """Every trial's readable records (see :func:`read_trial_records`), for the trials that
+    hold any, in order.
+
+    A record a retry inherited is left out because the attempt's own trial holds it too; if
+    no trial among ``trials`` holds it as its own (a study that merged the retry but not its
+    failed attempt), leaving it out would lose it: it is still left out, so that every
+    reader counts the same sweeps, but with a :class:`RecordWarning`.
+    """
+    out = []
+    own: set[Any] = set()
+    inherited_keys: list[tuple[FrozenTrial, str]] = []
+    for trial in trials:
+        attrs = trial.user_attrs
+        if not any(key.startswith(SWEEP_PREFIX) for key in attrs):
+            continue
+        left_out: list[str] = []
+        out.append((trial, read_trial_records(trial, inherited=inherited, left_out=left_out)))
+        heads = [f"{SWEEP_PREFIX}{i}" for i in _scan(attrs)[0]]
+        own.update(attrs[key] for key in heads if key not in left_out)
+        inherited_keys += [(trial, key) for key in left_out]
+    for trial, key in inherited_keys:
+        if trial.user_attrs[key] not in own:
+            warnings.warn(
+                f"trial {trial.number}: left out user attribute {key!r}, a sweep inherited "
+                "from the failed attempt the trial retries, which no trial here holds as its "
+                "own: pass inherited=True to count it.",
+                RecordWarning,
+                stacklevel=3,
+            )
+    return out
 
 
 def write_sweep(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from optuna_lrrange._records import read_trial_records
+from optuna_lrrange._records import read_study_records
 from optuna_lrrange.core import Suggestion, Sweep
 
 if TYPE_CHECKING:
@@ -92,12 +92,11 @@ def _records(
     """``(trial, sweep index, sweep, suggestion)`` for every readable record, in order.
 
     An unreadable record is skipped with a :class:`RecordWarning` naming its trial; a trial
-    whose records need a newer optuna-lrrange is skipped whole, with the same warning.
+    whose records need a newer optuna-lrrange is skipped whole, with the same warning; so is
+    an inherited record left out that no trial of the study holds as its own.
     """
-    for trial in study.get_trials(deepcopy=False):
-        if not any(key.startswith("lrrange:sweep:") for key in trial.user_attrs):
-            continue
-        records = read_trial_records(trial, inherited=inherited)
+    trials = study.get_trials(deepcopy=False)
+    for trial, records in read_study_records(trials, inherited=inherited):
         for index, (sweep, suggestion) in enumerate(records):
             yield trial, index, sweep, suggestion
 

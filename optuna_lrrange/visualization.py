@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from optuna_lrrange._records import read_trial_records
+from optuna_lrrange._records import read_study_records, read_trial_records
 from optuna_lrrange.core import Suggestion, Sweep
 from optuna_lrrange.core._smoothing import loss_change as _loss_change
 
@@ -112,8 +112,8 @@ def _pick_trial(
         if records:
             return t, records
     raise ValueError(
-        f"the study {study.study_name!r} must hold at least one readable sweep record, but it "
-        "holds none."
+        f"the study {study.study_name!r} must hold at least one sweep record that reads, but "
+        "it holds none."
     )
 
 
@@ -547,10 +547,7 @@ def get_sweeps_plot_info(
     """The data of :func:`plot_sweeps` (see there for the arguments)."""
     value_of = _target(study, target)
     lines: list[OverlayLine] = []
-    for t in study.get_trials(deepcopy=False):
-        if not _has_records(t):
-            continue
-        records = read_trial_records(t)
+    for t, records in read_study_records(study.get_trials(deepcopy=False)):
         if not records:
             continue
         sweep, suggestion = records[0]
@@ -737,13 +734,13 @@ def get_bands_plot_info(study: optuna.Study, *, param_name: str = "lr") -> Bands
 
     entries: list[BandEntry] = []
     search_range = None
-    for t in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    for t in trials:
         dist = t.distributions.get(param_name)
-        if search_range is None and isinstance(dist, (FloatDistribution, IntDistribution)):
+        if isinstance(dist, (FloatDistribution, IntDistribution)):
             search_range = (float(dist.low), float(dist.high))
-        if not _has_records(t):
-            continue
-        records = read_trial_records(t)
+            break
+    for t, records in read_study_records(trials):
         for i, (sweep, suggestion) in enumerate(records):
             kind = str(sweep.info.get("kind", "trial"))
             chosen: Any = t.params.get(param_name) if i == 0 else None

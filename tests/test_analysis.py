@@ -326,6 +326,24 @@ def test_a_merged_retry_still_counts_each_sweep_once():
     assert list(ol.sweeps_summary(target)["n_steps"]) == [len(dead), len(own)]
 
 
+def test_a_retry_merged_without_its_failed_attempt_warns_for_the_sweep_left_out():
+    source, written = make_study(None, n_trials=1, reestimate=False)
+    dead = written[0][0][0]
+    retry = retry_of(source, 0)
+    source.tell(retry, 1.0)
+    target = optuna.create_study()
+    target.add_trials([t for t in source.trials if t.state.name == "COMPLETE"])
+    (copy,) = target.trials
+    assert ol.get_sweeps(copy) == [] and ol.get_sweeps(copy, inherited=True) == [dead]
+    message = r"trial 0: left out user attribute 'lrrange:sweep:0', a sweep inherited"
+    for frame in (ol.sweeps_summary, ol.sweeps_dataframe):
+        with pytest.warns(RecordWarning, match=message):
+            assert frame(target).empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert list(ol.sweeps_summary(target, inherited=True)["n_steps"]) == [len(dead)]
+
+
 def test_a_study_without_sweeps_gives_empty_frames_with_the_columns():
     study = optuna.create_study()
     study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)

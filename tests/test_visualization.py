@@ -261,3 +261,19 @@ def test_a_sweep_without_band_draws_without_band_or_line():
     ax = ol.plot_sweep(flat)
     assert _texts(ax) == ["raw loss", "smoothed loss (EMA)"]
     assert "no band: never_descends" in ax.get_title()
+
+
+def test_plots_of_a_study_warn_for_an_inherited_sweep_no_trial_holds():
+    source, written = helpers.make_study(None, n_trials=1, reestimate=False)
+    retry = helpers.retry_of(source, 0)
+    source.tell(retry, 1.0)
+    target = optuna.create_study()
+    target.add_trials([t for t in source.trials if t.state.name == "COMPLETE"])
+    message = r"trial 0: left out user attribute 'lrrange:sweep:0', a sweep inherited"
+    with pytest.warns(helpers.RecordWarning, match=message):
+        assert get_sweeps_plot_info(target).lines == ()
+    with pytest.warns(helpers.RecordWarning, match=message):
+        assert get_bands_plot_info(target).entries == ()
+    # In the study that holds the failed attempt, its sweep is counted there, once.
+    entries = get_bands_plot_info(source).entries
+    assert [(e.number, e.sweep) for e in entries] == [(0, 0)]
