@@ -35,6 +35,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 import functools
 import json
 import math
+import operator
 import re
 from typing import TYPE_CHECKING, Any
 import warnings
@@ -153,10 +154,12 @@ def encode(sweep: Sweep, suggestion: Suggestion | None = None) -> list[str]:
             f"characters, but they take {MAX_STORED_CHARS - head_room}: keep Sweep.info small."
         )
     part_room = MAX_STORED_CHARS - _stored_chars(_dumps(empty_part))
-    # What each step adds to a stored part: its numbers as stored (a string marker's quotes
-    # escaped) and a comma each. An upper bound: the last comma is never written.
-    columns = [losses] if lrs is None else [losses, lrs]
-    costs = [sum(_stored_chars(_dumps(c[i])) - 1 for c in columns) for i in range(n)]
+    # What each step adds to a stored part: its numbers (a float is written as its repr, a
+    # marker with its two quotes escaped: \"NaN\") and a comma each. An upper bound: the
+    # last comma is never written.
+    costs = [len(repr(v)) + 1 if isinstance(v, float) else len(v) + 5 for v in losses]
+    if lrs is not None:
+        costs = [c + len(repr(v)) + 1 for c, v in zip(costs, lrs, strict=True)]
     cuts, used, room = [0], 0, head_room
     for i, cost in enumerate(costs):
         if used + cost > room:
@@ -193,6 +196,8 @@ def _numbers(values: Any, name: str) -> list[float]:
     """``values`` as floats: numbers, ``null`` or a non-finite marker (``"NaN"``...)."""
     if not isinstance(values, list):
         raise ValueError(f"`{name}` must be a list of numbers, but got {values!r:.80}.")
+    if set(map(type, values)) <= {float, int}:  # the common case, checked at C speed
+        return list(map(float, values))
     out = []
     for i, v in enumerate(values):
         if _is_real(v):
@@ -213,6 +218,9 @@ def _rate(value: Any, name: str) -> float:
 
 
 def _check_rates(lrs: list[float]) -> None:
+    if all(map(math.isfinite, lrs)) and all(map(operator.lt, lrs, lrs[1:])):
+        if not lrs or lrs[0] > 0:
+            return
     for i, lr in enumerate(lrs):
         _rate(lr, f"lrs[{i}]")
         if i and not lrs[i - 1] < lr:
