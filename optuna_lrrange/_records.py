@@ -376,11 +376,6 @@ def _scan(user_attrs: Mapping[str, Any]) -> tuple[dict[int, list[str]], list[str
     return records, stray
 
 
-def sweep_indices(user_attrs: Mapping[str, Any]) -> list[int]:
-    """The indices ``i`` of the ``lrrange:sweep:<i>`` heads present, in order."""
-    return list(_scan(user_attrs)[0])
-
-
 def _earlier_attempts(trial: FrozenTrial) -> frozenset[int]:
     """The numbers of the failed attempts a trial retries (from Optuna's retry callbacks).
 
