@@ -6,6 +6,7 @@ import copy
 import random
 import subprocess
 import sys
+import threading
 from typing import Any
 from unittest.mock import patch
 
@@ -212,6 +213,51 @@ def test_the_user_step_may_use_every_rng_and_is_still_restored() -> None:
     before = everything(model, optimizer)
     range_test(model, optimizer, loader=make_batches(), step_fn=step_fn, **SHORT)
     assert_bitwise_equal(everything(model, optimizer), before)
+
+
+def test_a_sweep_on_another_thread_never_rewinds_what_other_threads_drew() -> None:
+    # A sweep on a worker thread (study.optimize with n_jobs > 1) while another thread
+    # draws from the process-wide RNGs: putting them back would hand that thread's numbers
+    # out again (the same initial weights in two trials). The events force the overlap.
+    model = make_model("mlp")
+    optimizer = make_optimizer("sgd", model)
+    sweeping, drawn = threading.Event(), threading.Event()
+    draws: dict[str, Any] = {}
+
+    def draw() -> tuple[torch.Tensor, list[float], float]:
+        return torch.rand(4), np.random.rand(4).tolist(), random.random()
+
+    def step_fn(batch: Any) -> float:
+        sweeping.set()
+        assert drawn.wait(timeout=60)
+        x, y = batch
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def sweeper() -> None:
+        params = {k: v.clone() for k, v in model.state_dict().items()}
+        range_test(model, optimizer, loader=make_batches(), step_fn=step_fn, **SHORT)
+        draws["model_restored"] = all(
+            torch.equal(v, params[k]) for k, v in model.state_dict().items()
+        )
+        draws["after_sweep"] = draw()
+
+    def other() -> None:
+        assert sweeping.wait(timeout=60)
+        draws["other"] = draw()
+        drawn.set()
+
+    threads = [threading.Thread(target=sweeper), threading.Thread(target=other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert draws["model_restored"]
+    (t1, n1, p1), (t2, n2, p2) = draws["other"], draws["after_sweep"]
+    assert not torch.equal(t1, t2) and n1 != n2 and p1 != p2
 
 
 def test_restore_when_the_step_raises() -> None:

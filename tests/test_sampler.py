@@ -637,6 +637,34 @@ def test_pytorch_attach_checks_its_arguments() -> None:
     assert not _sampler._registry
 
 
+def test_threads_never_get_the_same_initial_weights() -> None:
+    # Each trial builds its model from the process-wide torch RNG while other threads sweep:
+    # as many distinct initialisations as without the library (every one of them).
+    torch = pytest.importorskip("torch")
+    _, _, loss_fn, loader = _torch_parts()
+
+    def run(with_library: bool) -> list[tuple[float, ...]]:
+        inits: list[tuple[float, ...]] = []
+
+        def objective(trial: optuna.Trial) -> float:
+            model = torch.nn.Sequential(
+                torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)
+            )
+            inits.append(tuple(model[0].weight.flatten().tolist()))
+            if with_library:
+                optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+                ol.attach(trial, model, optimizer, loss_fn, loader)
+            return trial.suggest_float("lr", 1e-5, 1.0, log=True)
+
+        inner = RandomSampler(seed=0)
+        sampler = ol.LRRangeSampler(inner, num_iter=30) if with_library else inner
+        optuna.create_study(sampler=sampler).optimize(objective, n_trials=24, n_jobs=3)
+        assert len(inits) == 24
+        return inits
+
+    assert len(set(run(with_library=True))) == len(set(run(with_library=False))) == 24
+
+
 def test_quickstart_on_mnist1d_records_every_sweep_and_band(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     pytest.importorskip("optuna_lrrange.pytorch")
