@@ -63,9 +63,10 @@ def range_test(
         loss_fn: ``loss_fn(model(x), y)`` gives the loss of a batch ``(x, y)``; both are
             moved to ``device`` first (tensors, and tuples, lists and dicts of them).
             The model runs in training mode (``model.train()`` when it is in eval mode).
-        loader: Any re-iterable of batches (a list, a ``DataLoader``). It is iterated
-            again when the sweep needs more batches than it holds (a shuffling
-            ``DataLoader`` reshuffles); it must yield at least one batch.
+        loader: Any re-iterable of batches (a list, a ``DataLoader``), not a one-shot
+            iterator (the sweep would use up its batches). It is iterated again when the
+            sweep needs more batches than it holds (a shuffling ``DataLoader``
+            reshuffles); it must yield at least one batch.
         config: The range-test settings; alternatively pass them as ``config_options``
             (``start_lr``, ``end_lr``, ``num_iter``, ``mode``, ``diverge_factor``,
             ``smooth_beta``), not both.
@@ -95,12 +96,19 @@ def range_test(
         TypeError: ``model`` is not an ``nn.Module``, ``optimizer`` not a torch
             optimizer, or a batch or loss has the wrong type.
         ValueError: Invalid settings, an optimizer without param groups or with group 0 at
-            rate 0, neither (or both of) ``loss_fn`` and ``step_fn``, no or an empty
-            ``loader``, or a loss that is not a scalar.
+            rate 0, neither (or both of) ``loss_fn`` and ``step_fn``, no, an empty or a
+            one-shot ``loader``, or a loss that is not a scalar.
     """
     config = resolve_config(config, config_options)
     _check_arguments(model, optimizer, loss_fn, loader, step_fn, accumulation_steps)
     assert loader is not None
+    if isinstance(loader, Iterator):
+        # Checked before a batch is taken: the caller's iterator is left as it was found.
+        raise ValueError(
+            "`loader` must be re-iterable (a list or a DataLoader, not a one-shot "
+            f"iterator), but got {type(loader).__name__}: the sweep would use up the batches "
+            "that training needs; pass the DataLoader itself or a list of batches."
+        )
     groups = optimizer.param_groups
     base_lrs = [float(group["lr"]) for group in groups]
     if base_lrs[0] == 0:

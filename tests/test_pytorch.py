@@ -616,13 +616,18 @@ def test_an_empty_loader_is_an_error() -> None:
         range_test(model, optimizer, F.cross_entropy, [], **SHORT)
 
 
-def test_a_one_shot_iterator_shorter_than_the_sweep_is_an_error() -> None:
+@pytest.mark.parametrize("n", [3, 48])
+def test_a_one_shot_iterator_is_refused_and_left_as_found(n: int) -> None:
+    # Shorter or longer than the sweep (12 steps): the sweep would use up batches the
+    # training needs, so it is refused before a batch is taken.
     model = make_model("mlp")
     optimizer = make_optimizer("sgd", model)
-    with pytest.raises(ValueError, match="must be re-iterable"):
-        range_test(model, optimizer, F.cross_entropy, iter(make_batches(3)), **SHORT)
-    # Long enough, it is fine.
-    sweep = range_test(model, optimizer, F.cross_entropy, iter(make_batches(12)), **SHORT)
+    batches = make_batches(n)
+    for one_shot in (iter(batches), (b for b in batches)):
+        with pytest.raises(ValueError, match=r"`loader` must be re-iterable .* but got"):
+            range_test(model, optimizer, F.cross_entropy, one_shot, **SHORT)
+        assert len(list(one_shot)) == n
+    sweep = range_test(model, optimizer, F.cross_entropy, batches, **SHORT)  # a list is fine
     assert len(sweep) == 12
 
 
