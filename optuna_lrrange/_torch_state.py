@@ -143,6 +143,12 @@ class TrainingState:
             {key: _copy_to(value, device) for key, value in group.items() if key != "params"}
             for group in optimizer.param_groups
         ]
+        # A group's tensor values themselves (a tensor ``lr``, which a sweep replaces by
+        # floats), to put the caller's objects back rather than copies of them.
+        self._group_tensors = [
+            {key: value for key, value in group.items() if isinstance(value, torch.Tensor)}
+            for group in optimizer.param_groups
+        ]
         self._opt_state = {
             param: {key: _copy_to(value, device) for key, value in state.items()}
             for param, state in optimizer.state.items()
@@ -221,11 +227,13 @@ class TrainingState:
 
     def _restore_optimizer(self) -> None:
         optimizer = self.optimizer
-        for group, saved in zip(optimizer.param_groups, self._groups, strict=False):
+        for group, saved, tensors in zip(
+            optimizer.param_groups, self._groups, self._group_tensors, strict=False
+        ):
             for key in [k for k in group if k != "params" and k not in saved]:
                 del group[key]
             for key, value in saved.items():
-                group[key] = _put_back(group.get(key), value)
+                group[key] = _put_back(tensors.get(key, group.get(key)), value)
         current = dict(optimizer.state)
         optimizer.state.clear()
         for param, saved_state in self._opt_state.items():

@@ -404,6 +404,19 @@ def test_unusual_group_values_and_a_frozen_parameter_are_restored() -> None:
     assert not any(p.grad is not None and p.grad.requires_grad for p in model.parameters())
 
 
+def test_a_tensor_learning_rate_is_the_same_object_after_a_sweep() -> None:
+    # The sweep sets float rates; the caller's tensor must drive training again afterwards,
+    # holding its old value, and still be shared with whoever else holds it.
+    model = make_model("mlp")
+    lr = torch.tensor(1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    range_test(model, optimizer, F.cross_entropy, make_batches(), **SHORT)
+    assert optimizer.param_groups[0]["lr"] is lr
+    assert lr.item() == torch.tensor(1e-3).item()
+    lr.fill_(0.5)  # the caller changes the rate through its tensor: training follows
+    assert optimizer.param_groups[0]["lr"].item() == 0.5
+
+
 # -- learning rates and param groups ------------------------------------------------------
 
 
