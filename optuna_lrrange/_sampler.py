@@ -7,7 +7,8 @@ and lets the base sampler choose inside it. Everything is recorded on the trial 
 study's storage, under ``lrrange:`` keys (see :mod:`optuna_lrrange._records`), plus:
 
     ``lrrange:band_used``  ``[low, high]`` the rate was sampled from, or ``None`` when the
-                           sampler did not sample it (a fixed rate)
+                           sampler did not sample it (a fixed rate) or the base sampler
+                           returned a rate outside it (``GridSampler``)
     ``lrrange:source``     number of the trial whose sweep gave the band: the trial's own
                            number when it swept, another one when it reused a band, or
                            ``None`` when no sweep was used
@@ -51,6 +52,7 @@ NO_PROBE = "no_probe"
 SWEEP_FAILED = "sweep_failed"
 NO_BAND = "no_band"
 BAND_OUTSIDE_RANGE = "band_outside_range"
+BASE_OUTSIDE_BAND = "base_outside_band"
 FIXED = "fixed"
 
 _logger = logging.getLogger("optuna.lrrange")
@@ -257,6 +259,12 @@ class LRRangeSampler(BaseSampler):
                 "`base_sampler` must be an optuna BaseSampler or None, but got "
                 f"{type(base_sampler).__name__}."
             )
+        if _find_sampler(base_sampler)[0] is not None:
+            raise ValueError(
+                "`base_sampler` must not be or wrap an LRRangeSampler (every trial would sweep "
+                f"twice), but got {type(base_sampler).__name__} holding one; use one "
+                "LRRangeSampler with the settings you need."
+            )
         if not isinstance(param_name, str) or not param_name:
             raise TypeError(f"`param_name` must be a non-empty str, but got {param_name!r}.")
         config = resolve_config(config, config_options)
@@ -383,6 +391,16 @@ class LRRangeSampler(BaseSampler):
             value = self._base_sampler.sample_independent(study, trial, param_name, narrowed)
         finally:
             _quiet.param_name = None
+        band_used: list[float] | None = [lo, hi]
+        if not lo <= float(value) <= hi:
+            # A base sampler that ignores the distribution it is given (GridSampler): the
+            # record says so rather than claim the rate came from [lo, hi].
+            ignored = (
+                f"{BASE_OUTSIDE_BAND}: {type(self._base_sampler).__name__} returned "
+                f"{_fmt(float(value))} outside [{_fmt(lo)}, {_fmt(hi)}]"
+            )
+            _logger.warning(f"Trial {trial.number}: `{param_name}` was not narrowed ({ignored}).")
+            band_used, reason = None, ignored if reason is None else f"{reason}; {ignored}"
         if record is not None:
             sweep, suggestion = record
             info = {
@@ -390,12 +408,12 @@ class LRRangeSampler(BaseSampler):
                 "param_name": param_name,
                 "low": low,
                 "high": high,
-                "band_used": [lo, hi],
+                "band_used": band_used,
                 "chosen_lr": float(value),
                 "reason": reason,
             }
             write_sweep(storage, trial._trial_id, replace(sweep, info=info), suggestion)
-        storage.set_trial_user_attr(trial._trial_id, BAND_USED_KEY, [lo, hi])
+        storage.set_trial_user_attr(trial._trial_id, BAND_USED_KEY, band_used)
         storage.set_trial_user_attr(trial._trial_id, SOURCE_KEY, source)
         storage.set_trial_user_attr(trial._trial_id, REASON_KEY, reason)
         return value

@@ -456,6 +456,36 @@ def test_a_band_outside_the_range_moves_against_the_nearer_edge(where: str) -> N
         assert f"lies {where}" in t.user_attrs["lrrange:reason"]
 
 
+def test_a_base_sampler_that_ignores_the_band_is_recorded_as_such() -> None:
+    # GridSampler returns its grid values whatever distribution it is given: the record
+    # must not claim that a rate outside the band was sampled in it.
+    band = band_of(10.0)
+    inside = math.sqrt(band[0] * band[1])
+    sampler = ol.LRRangeSampler(optuna.samplers.GridSampler({"lr": [1e-5, inside]}))
+    study = optuna.create_study(sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=Toy(10.0).sweep)
+        return trial.suggest_float("lr", LOW, HIGH, log=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # GridSampler's own out-of-range notice
+        study.optimize(objective, n_trials=2)
+    for t in study.trials:
+        (sweep,) = ol.get_sweeps(t)
+        assert sweep.info["chosen_lr"] == t.params["lr"]
+        assert sweep.info["band_used"] == t.user_attrs["lrrange:band_used"]
+        assert sweep.info["reason"] == t.user_attrs["lrrange:reason"]
+        if t.params["lr"] == inside:
+            assert sampled_in_band(t) and t.user_attrs["lrrange:reason"] is None
+        else:
+            assert t.params["lr"] == 1e-5
+            assert t.user_attrs["lrrange:band_used"] is None
+            assert t.user_attrs["lrrange:reason"].startswith(
+                "base_outside_band: GridSampler returned 1e-05 outside ["
+            )
+
+
 @pytest.mark.parametrize(
     "suggest",
     [
@@ -560,6 +590,12 @@ def test_the_constructor_checks_its_options() -> None:
         ol.LRRangeSampler(num_iters=20)
     with pytest.raises(TypeError, match="`base_sampler` must be an optuna BaseSampler"):
         ol.LRRangeSampler("tpe")  # type: ignore[arg-type]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        wrapped = PartialFixedSampler({"x": 0.0}, ol.LRRangeSampler())
+    for nested in (ol.LRRangeSampler(), wrapped):  # each trial would sweep twice
+        with pytest.raises(ValueError, match="must not be or wrap an LRRangeSampler"):
+            ol.LRRangeSampler(nested)
     sampler = ol.LRRangeSampler(num_iter=20, end_lr=1.0)
     assert sampler.config == RangeTestConfig(num_iter=20, end_lr=1.0)
     assert isinstance(sampler._base_sampler, TPESampler)
