@@ -411,6 +411,16 @@ class LRReestimator:
             raise ValueError(
                 f"the current learning rate must be positive and finite, but got {previous!r}."
             )
+        trial = self.trial if self.trial is not None and _is_live_trial(self.trial) else None
+        if trial is not None:
+            # Checked before the sweep: a re-estimation that cannot be recorded changes nothing.
+            state = trial.study._storage.get_trial(trial._trial_id).state
+            if state.is_finished():
+                raise RuntimeError(
+                    f"the trial must be running to record a re-estimation on it, but trial "
+                    f"{trial.number} is {state.name}; re-estimate before `study.tell`, or "
+                    "pass trial=None to keep the re-estimations in `history` only."
+                )
         config = RangeTestConfig(
             start_lr=previous / 10**self.span,
             end_lr=previous * 10**self.span,
@@ -445,26 +455,20 @@ class LRReestimator:
         }
         if fallback_from is not None:
             info["fallback_from"] = fallback_from
-        chosen = previous
+        chosen, move = previous, False
         if suggestion.lr is None:
             info["kept_reason"] = suggestion.reason
         elif suggestion.lr > previous and not self.allow_increase:
             info["kept_reason"] = WOULD_RAISE
             info["refused_lr"] = float(suggestion.lr)
         else:
-            chosen = float(suggestion.lr)
+            chosen, move = float(suggestion.lr), True
             if self.max_change is not None:
                 bounded = min(max(chosen, previous / self.max_change), previous * self.max_change)
                 if bounded != chosen:
                     info["clamped_from"] = chosen
                     chosen = bounded
-            if self.apply == "set":
-                _set_rate(self.optimizer, chosen)
-            else:
-                scale_scheduler(self.scheduler, chosen / previous)
-                _set_rate(self.optimizer, chosen)  # group 0 exactly, ratios kept
         info["chosen_lr"] = chosen
-        trial = self.trial if self.trial is not None and _is_live_trial(self.trial) else None
         if trial is not None:
             info["trial_number"] = trial.number
             info["trial_id"] = trial._trial_id
@@ -472,7 +476,14 @@ class LRReestimator:
         if trial is not None:
             from optuna_lrrange._records import write_sweep
 
+            # Recorded before the rate moves: if the write fails, the run is unchanged.
             write_sweep(trial.study._storage, trial._trial_id, sweep, suggestion)
+        if move:
+            if self.apply == "set":
+                _set_rate(self.optimizer, chosen)
+            else:
+                scale_scheduler(self.scheduler, chosen / previous)
+                _set_rate(self.optimizer, chosen)  # group 0 exactly, ratios kept
         record = Reestimation(step, epoch, sweep, suggestion, chosen)
         self.history.append(record)
         self.extra_steps += len(sweep)

@@ -431,6 +431,27 @@ def test_pruned_trials_keep_their_reestimation_records(tmp_path: Path) -> None:
     assert all(s.info["trial_number"] == 2 for s in sweeps)
 
 
+def test_a_reestimation_after_tell_changes_nothing_and_raises() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    model = _model()
+    optimizer = _optimizer(model, lr=1e-3)
+    loader = _loader()
+    options: dict[str, Any] = {"every_epochs": 1, "num_iter": 20, "allow_increase": True}
+    reest = LRReestimator(model, optimizer, F.cross_entropy, loader, trial=trial, **options)
+    twin_model = _model()
+    twin = LRReestimator(
+        twin_model, _optimizer(twin_model, lr=1e-3), F.cross_entropy, loader, **options
+    )
+    assert twin.reestimate().lr != 1e-3  # the control: this sweep would move the rate
+    study.tell(trial, 0.0)
+    lrs = _lrs(optimizer)
+    with pytest.raises(RuntimeError, match=r"trial must be running .* trial 0 is COMPLETE"):
+        reest.step(epoch=1)
+    assert _lrs(optimizer) == lrs and reest.history == [] and reest.extra_steps == 0
+    assert get_sweeps(study.trials[0]) == []
+
+
 def test_a_fixed_trial_records_nothing_but_keeps_history() -> None:
     model = _model()
     optimizer = _optimizer(model)
