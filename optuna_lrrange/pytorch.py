@@ -66,7 +66,9 @@ def range_test(
         loader: Any re-iterable of batches (a list, a ``DataLoader``), not a one-shot
             iterator (the sweep would use up its batches). It is iterated again when the
             sweep needs more batches than it holds (a shuffling ``DataLoader``
-            reshuffles); it must yield at least one batch.
+            reshuffles); it must yield at least one batch. A ``DataLoader`` with
+            ``persistent_workers`` gets a separate iterator and workers for the sweep, so
+            the iterator a training loop is using mid-epoch is left alone.
         config: The range-test settings; alternatively pass them as ``config_options``
             (``start_lr``, ``end_lr``, ``num_iter``, ``mode``, ``diverge_factor``,
             ``smooth_beta``), not both.
@@ -217,7 +219,7 @@ class _Batches:
 
     def next_pass(self) -> Any:
         """The first batch of a new pass over the loader."""
-        self.iterator = iter(self.loader)
+        self.iterator = _own_iterator(self.loader)
         self.passes += 1
         try:
             return next(self.iterator)
@@ -234,6 +236,24 @@ class _Batches:
     def close(self) -> None:
         """Lets go of the loader's iterator (a DataLoader's workers shut down)."""
         self.iterator = iter(())
+
+
+def _own_iterator(loader: Iterable[Any]) -> Iterator[Any]:
+    """An iterator over ``loader`` that no one else holds.
+
+    A ``DataLoader`` with ``persistent_workers`` returns the same iterator from every
+    ``iter()``, reset to the start: a sweep in the middle of an epoch (a re-estimation every
+    few steps) would restart the training loop's epoch each time, and it would never end.
+    Such a loader gets an iterator of its own, with its own workers (started per pass and
+    shut down when the sweep lets go of it), from the method ``iter()`` itself calls.
+    """
+    if (
+        isinstance(loader, torch.utils.data.DataLoader)
+        and loader.persistent_workers
+        and loader.num_workers > 0
+    ):
+        return loader._get_iterator()
+    return iter(loader)
 
 
 def _pair(batch: Any) -> tuple[Any, Any]:
