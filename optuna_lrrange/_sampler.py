@@ -33,7 +33,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler, PartialFixedSampler, TPESampler
 from optuna.trial import FixedTrial, FrozenTrial, Trial, TrialState
 
-from optuna_lrrange._records import BAND_KEY, write_sweep
+from optuna_lrrange._records import BAND_KEY, encode, write_sweep
 from optuna_lrrange.core import RULES, RangeTestConfig, Suggestion, Sweep
 from optuna_lrrange.core._config import resolve_config
 
@@ -462,16 +462,20 @@ class LRRangeSampler(BaseSampler):
                     f"the sweep function must return a Sweep, but got {type(sweep).__name__}."
                 )
             suggestion = sweep.suggest(self._method)
+            info = {
+                **dict(sweep.info),
+                "kind": "trial",
+                "trial_number": number,
+                "trial_id": trial_id,
+                "seconds": time.perf_counter() - start,
+            }
+            sweep = replace(sweep, info=info)
+            # The record is written after the rate is sampled: one that cannot be encoded
+            # (a sweep_fn's info holding a torch.device) fails the sweep here instead.
+            encode(sweep, suggestion)
         except Exception as e:
             return None, None, f"{SWEEP_FAILED}: {type(e).__name__}: {e}"
-        info = {
-            **dict(sweep.info),
-            "kind": "trial",
-            "trial_number": number,
-            "trial_id": trial_id,
-            "seconds": time.perf_counter() - start,
-        }
-        return replace(sweep, info=info), suggestion, None
+        return sweep, suggestion, None
 
     def _reusable(self, study: Study, trial: FrozenTrial) -> FrozenTrial | None:
         """The trial whose band this one reuses, or ``None`` when it must sweep."""

@@ -401,6 +401,12 @@ def _not_a_sweep(config: RangeTestConfig) -> Any:
     return [1.0, 2.0]
 
 
+def _unrecordable_sweep(config: RangeTestConfig) -> Sweep:
+    # A good sweep whose info holds a value JSON cannot carry (as a torch.device would).
+    sweep = Toy(10.0).sweep(config)
+    return Sweep(sweep.lrs, sweep.losses, sweep.stop_reason, sweep.config, {"devices": {"cpu"}})
+
+
 @pytest.mark.parametrize(
     ("sweep_fn", "reason"),
     [
@@ -408,6 +414,7 @@ def _not_a_sweep(config: RangeTestConfig) -> Any:
         (_exploding_sweep, "no_band: diverged_at_once"),
         (_raising_sweep, "sweep_failed: RuntimeError: out of memory"),
         (_not_a_sweep, "sweep_failed: TypeError: the sweep function must return a Sweep"),
+        (_unrecordable_sweep, "sweep_failed: TypeError: a sweep record holds only JSON-native"),
         (None, "no_probe: call optuna_lrrange.attach(trial, ...)"),
     ],
 )
