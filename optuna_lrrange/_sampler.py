@@ -157,6 +157,16 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _stored_band(raw: Any) -> tuple[float, float] | None:
+    """A band read back from storage; ``None`` when it is ``None`` or malformed."""
+    if not isinstance(raw, (list, tuple)) or len(raw) != 2:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
+        return None
+    lo, hi = float(raw[0]), float(raw[1])
+    return (lo, hi) if 0 < lo < hi < math.inf else None
+
+
 #: The narrowest interval the rate is sampled from, in decades: TPE's Parzen estimator
 #: divides by the interval's width, and a band of one point leaves nothing to choose.
 MIN_DECADES = 0.2
@@ -431,10 +441,10 @@ class LRRangeSampler(BaseSampler):
         """``(band, source trial number, reason, (sweep, suggestion) to record)``."""
         reused = self._reusable(study, trial)
         if reused is not None:
-            raw = reused.user_attrs.get(BAND_KEY)
-            if raw is None:
-                return None, reused.number, f"{NO_BAND}: trial {reused.number}'s sweep", None
-            return (float(raw[0]), float(raw[1])), reused.number, None, None
+            number, band = reused
+            if band is None:
+                return None, number, f"{NO_BAND}: trial {number}'s sweep", None
+            return band, number, None, None
         sweep_fn = _lookup(_key(study._storage, trial._trial_id))
         if sweep_fn is None:
             no_probe = (
@@ -477,8 +487,15 @@ class LRRangeSampler(BaseSampler):
             return None, None, f"{SWEEP_FAILED}: {type(e).__name__}: {e}"
         return sweep, suggestion, None
 
-    def _reusable(self, study: Study, trial: FrozenTrial) -> FrozenTrial | None:
-        """The trial whose band this one reuses, or ``None`` when it must sweep."""
+    def _reusable(
+        self, study: Study, trial: FrozenTrial
+    ) -> tuple[int, tuple[float, float] | None] | None:
+        """``(trial number, its band)`` of the sweep this trial reuses, or ``None`` when it
+        must sweep.
+
+        A trial whose stored band is malformed (not ``None`` nor two positive finite
+        numbers, low < high) is skipped with a warning, as if it had not swept.
+        """
         if self._sweep_every == 1:
             return None
         if self._resweep_on_params is True:
@@ -487,17 +504,26 @@ class LRRangeSampler(BaseSampler):
             names = ()
         else:
             names = self._resweep_on_params
-        newest: FrozenTrial | None = None
+        candidates = []
         for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
-            if not t.number < trial.number or t.user_attrs.get(SOURCE_KEY) != t.number:
+            if not trial.number - self._sweep_every < t.number < trial.number:
+                continue
+            if t.user_attrs.get(SOURCE_KEY) != t.number:
                 continue
             if any(t.params.get(n) != trial.params.get(n) for n in names):
                 continue
-            if newest is None or t.number > newest.number:
-                newest = t
-        if newest is None or newest.number <= trial.number - self._sweep_every:
-            return None
-        return newest
+            candidates.append(t)
+        for t in sorted(candidates, key=lambda t: t.number, reverse=True):
+            raw = t.user_attrs.get(BAND_KEY)
+            band = _stored_band(raw)
+            if band is not None or raw is None:
+                return t.number, band
+            _logger.warning(
+                f"Trial {trial.number}: skipped trial {t.number}'s band, which is malformed "
+                f"(`{BAND_KEY}` must be None or [low, high] with 0 < low < high, but got "
+                f"{raw!r:.80})."
+            )
+        return None
 
     def _sweep_fixed_trial(self, trial: Trial, sweep_fn: SweepFn, fixed_lr: Any) -> None:
         """Records a sweep for a trial whose rate is fixed (``sweep_fixed=True``)."""

@@ -536,6 +536,30 @@ def test_sweep_every_reuses_the_newest_band_within_the_window() -> None:
         assert t.user_attrs["lrrange:band_used"] == band and sampled_in_band(t)
 
 
+@pytest.mark.parametrize("bad", [[0.01], ["a", "b"], 0.5, [0.1, 0.01], [0.0, 1.0], "[1, 2]"])
+def test_a_malformed_stored_band_is_skipped_and_never_fails_a_trial(
+    bad: Any, messages: list[logging.LogRecord]
+) -> None:
+    # Trial 0's band is overwritten with garbage (a corrupt or hand-edited storage): the
+    # trials that would reuse it sweep for themselves instead, and say why.
+    model = Toy(100.0)
+    study = optuna.create_study(sampler=ol.LRRangeSampler(TPESampler(seed=0), sweep_every=3))
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=model.sweep)
+        lr = trial.suggest_float("lr", LOW, HIGH, log=True)
+        if trial.number == 0:
+            trial.set_user_attr("lrrange:band", bad)
+        return lr
+
+    study.optimize(objective, n_trials=5)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5
+    assert [t.user_attrs["lrrange:source"] for t in study.trials] == [0, 1, 1, 1, 4]
+    assert all(sampled_in_band(t) for t in study.trials)
+    skipped = [m for m in lrrange_messages(messages) if "skipped trial 0's band" in m]
+    assert len(skipped) == 1 and "must be None or [low, high]" in skipped[0]
+
+
 def test_resweep_when_the_named_params_differ() -> None:
     study = optuna.create_study(
         sampler=ol.LRRangeSampler(TPESampler(seed=0), sweep_every=10, resweep_on_params=("width",))
