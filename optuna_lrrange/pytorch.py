@@ -8,8 +8,9 @@ Import it as ``optuna_lrrange.pytorch`` (``import optuna_lrrange`` never imports
     print(sweep.suggest().lr)
 
 The model, its buffers, the optimizer, a ``GradScaler`` and the random number generators
-are restored exactly afterwards (also when a step raises); :class:`TrainingState` and
-:func:`preserved` expose that snapshot for other uses.
+are restored exactly afterwards (also when a step raises; the generators, shared by all
+threads, only on the main thread); :class:`TrainingState` and :func:`preserved` expose
+that snapshot for other uses.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ The best learning rate falls as training goes on. :class:`LRReestimator` re-runs
 range test from the current weights at chosen points of a training loop (every few epochs,
 every few steps, or when a validation loss stops improving), and moves the optimizer to the
 rate it suggests. The sweep goes through :func:`optuna_lrrange.pytorch.range_test`, which
-restores the model, its buffers, the optimizer state, every learning rate and the RNG
-states exactly, so the run continues bitwise as if the learning rate had been set by hand.
+restores the model, its buffers, the optimizer state, every learning rate and (on the
+main thread) the RNG states exactly, so the run continues bitwise as if the learning rate
+had been set by hand.
 
 Inside an Optuna trial every re-estimation is recorded on the trial next to the sampler's
 first sweep (``kind == "reestimate"`` in ``Sweep.info``), readable with
@@ -172,8 +173,8 @@ class LRReestimator:
     ``every_steps`` and ``on_plateau`` (any that are set; at most one sweep per call) it runs
     a short range test from the current weights, from ``current / 10**span`` to
     ``current * 10**span``, and moves the optimizer to the rate the rule suggests. The
-    model, buffers, optimizer state and RNG states after the call are exactly those
-    before it; only the learning rate changed.
+    model, buffers, optimizer state and (on the main thread) RNG states after the call are
+    exactly those before it; only the learning rate changed.
 
     Args:
         model: The model being trained.
