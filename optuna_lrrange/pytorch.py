@@ -8,8 +8,9 @@ Import it as ``optuna_lrrange.pytorch`` (``import optuna_lrrange`` never imports
     print(sweep.suggest().lr)
 
 The model, its buffers, the optimizer, a ``GradScaler`` and the random number generators
-are restored exactly afterwards (also when a step raises); :class:`TrainingState` and
-:func:`preserved` expose that snapshot for other uses.
+are restored exactly afterwards (also when a step raises; the generators, shared by all
+threads, only on the main thread); :class:`TrainingState` and :func:`preserved` expose
+that snapshot for other uses.
 """
 
 from __future__ import annotations
@@ -63,9 +64,12 @@ def range_test(
         loss_fn: ``loss_fn(model(x), y)`` gives the loss of a batch ``(x, y)``; both are
             moved to ``device`` first (tensors, and tuples, lists and dicts of them).
             The model runs in training mode (``model.train()`` when it is in eval mode).
-        loader: Any re-iterable of batches (a list, a ``DataLoader``). It is iterated
-            again when the sweep needs more batches than it holds (a shuffling
-            ``DataLoader`` reshuffles); it must yield at least one batch.
+        loader: Any re-iterable of batches (a list, a ``DataLoader``), not a one-shot
+            iterator (the sweep would use up its batches). It is iterated again when the
+            sweep needs more batches than it holds (a shuffling ``DataLoader``
+            reshuffles); it must yield at least one batch. A ``DataLoader`` with
+            ``persistent_workers`` gets a separate iterator and workers for the sweep, so
+            the iterator a training loop is using mid-epoch is left alone.
         config: The range-test settings; alternatively pass them as ``config_options``
             (``start_lr``, ``end_lr``, ``num_iter``, ``mode``, ``diverge_factor``,
             ``smooth_beta``), not both.
@@ -95,12 +99,19 @@ def range_test(
         TypeError: ``model`` is not an ``nn.Module``, ``optimizer`` not a torch
             optimizer, or a batch or loss has the wrong type.
         ValueError: Invalid settings, an optimizer without param groups or with group 0 at
-            rate 0, neither (or both of) ``loss_fn`` and ``step_fn``, no or an empty
-            ``loader``, or a loss that is not a scalar.
+            rate 0, neither (or both of) ``loss_fn`` and ``step_fn``, no, an empty or a
+            one-shot ``loader``, or a loss that is not a scalar.
     """
     config = resolve_config(config, config_options)
     _check_arguments(model, optimizer, loss_fn, loader, step_fn, accumulation_steps)
     assert loader is not None
+    if isinstance(loader, Iterator):
+        # Checked before a batch is taken: the caller's iterator is left as it was found.
+        raise ValueError(
+            "`loader` must be re-iterable (a list or a DataLoader, not a one-shot "
+            f"iterator), but got {type(loader).__name__}: the sweep would use up the batches "
+            "that training needs; pass the DataLoader itself or a list of batches."
+        )
     groups = optimizer.param_groups
     base_lrs = [float(group["lr"]) for group in groups]
     if base_lrs[0] == 0:
@@ -209,7 +220,7 @@ class _Batches:
 
     def next_pass(self) -> Any:
         """The first batch of a new pass over the loader."""
-        self.iterator = iter(self.loader)
+        self.iterator = _own_iterator(self.loader)
         self.passes += 1
         try:
             return next(self.iterator)
@@ -226,6 +237,24 @@ class _Batches:
     def close(self) -> None:
         """Lets go of the loader's iterator (a DataLoader's workers shut down)."""
         self.iterator = iter(())
+
+
+def _own_iterator(loader: Iterable[Any]) -> Iterator[Any]:
+    """An iterator over ``loader`` that no one else holds.
+
+    A ``DataLoader`` with ``persistent_workers`` returns the same iterator from every
+    ``iter()``, reset to the start: a sweep in the middle of an epoch (a re-estimation every
+    few steps) would restart the training loop's epoch each time, and it would never end.
+    Such a loader gets an iterator of its own, with its own workers (started per pass and
+    shut down when the sweep lets go of it), from the method ``iter()`` itself calls.
+    """
+    if (
+        isinstance(loader, torch.utils.data.DataLoader)
+        and loader.persistent_workers
+        and loader.num_workers > 0
+    ):
+        return loader._get_iterator()
+    return iter(loader)
 
 
 def _pair(batch: Any) -> tuple[Any, Any]:

@@ -4,8 +4,9 @@ The best learning rate falls as training goes on. :class:`LRReestimator` re-runs
 range test from the current weights at chosen points of a training loop (every few epochs,
 every few steps, or when a validation loss stops improving), and moves the optimizer to the
 rate it suggests. The sweep goes through :func:`optuna_lrrange.pytorch.range_test`, which
-restores the model, its buffers, the optimizer state, every learning rate and the RNG
-states exactly, so the run continues bitwise as if the learning rate had been set by hand.
+restores the model, its buffers, the optimizer state, every learning rate and (on the
+main thread) the RNG states exactly, so the run continues bitwise as if the learning rate
+had been set by hand.
 
 Inside an Optuna trial every re-estimation is recorded on the trial next to the sampler's
 first sweep (``kind == "reestimate"`` in ``Sweep.info``), readable with
@@ -172,8 +173,8 @@ class LRReestimator:
     ``every_steps`` and ``on_plateau`` (any that are set; at most one sweep per call) it runs
     a short range test from the current weights, from ``current / 10**span`` to
     ``current * 10**span``, and moves the optimizer to the rate the rule suggests. The
-    model, buffers, optimizer state and RNG states after the call are exactly those
-    before it; only the learning rate changed.
+    model, buffers, optimizer state and (on the main thread) RNG states after the call are
+    exactly those before it; only the learning rate changed.
 
     Args:
         model: The model being trained.
@@ -411,6 +412,16 @@ class LRReestimator:
             raise ValueError(
                 f"the current learning rate must be positive and finite, but got {previous!r}."
             )
+        trial = self.trial if self.trial is not None and _is_live_trial(self.trial) else None
+        if trial is not None:
+            # Checked before the sweep: a re-estimation that cannot be recorded changes nothing.
+            state = trial.study._storage.get_trial(trial._trial_id).state
+            if state.is_finished():
+                raise RuntimeError(
+                    f"the trial must be running to record a re-estimation on it, but trial "
+                    f"{trial.number} is {state.name}; re-estimate before `study.tell`, or "
+                    "pass trial=None to keep the re-estimations in `history` only."
+                )
         config = RangeTestConfig(
             start_lr=previous / 10**self.span,
             end_lr=previous * 10**self.span,
@@ -445,26 +456,20 @@ class LRReestimator:
         }
         if fallback_from is not None:
             info["fallback_from"] = fallback_from
-        chosen = previous
+        chosen, move = previous, False
         if suggestion.lr is None:
             info["kept_reason"] = suggestion.reason
         elif suggestion.lr > previous and not self.allow_increase:
             info["kept_reason"] = WOULD_RAISE
             info["refused_lr"] = float(suggestion.lr)
         else:
-            chosen = float(suggestion.lr)
+            chosen, move = float(suggestion.lr), True
             if self.max_change is not None:
                 bounded = min(max(chosen, previous / self.max_change), previous * self.max_change)
                 if bounded != chosen:
                     info["clamped_from"] = chosen
                     chosen = bounded
-            if self.apply == "set":
-                _set_rate(self.optimizer, chosen)
-            else:
-                scale_scheduler(self.scheduler, chosen / previous)
-                _set_rate(self.optimizer, chosen)  # group 0 exactly, ratios kept
         info["chosen_lr"] = chosen
-        trial = self.trial if self.trial is not None and _is_live_trial(self.trial) else None
         if trial is not None:
             info["trial_number"] = trial.number
             info["trial_id"] = trial._trial_id
@@ -472,7 +477,14 @@ class LRReestimator:
         if trial is not None:
             from optuna_lrrange._records import write_sweep
 
+            # Recorded before the rate moves: if the write fails, the run is unchanged.
             write_sweep(trial.study._storage, trial._trial_id, sweep, suggestion)
+        if move:
+            if self.apply == "set":
+                _set_rate(self.optimizer, chosen)
+            else:
+                scale_scheduler(self.scheduler, chosen / previous)
+                _set_rate(self.optimizer, chosen)  # group 0 exactly, ratios kept
         record = Reestimation(step, epoch, sweep, suggestion, chosen)
         self.history.append(record)
         self.extra_steps += len(sweep)

@@ -28,7 +28,9 @@ that is not a pair, ``accumulation_steps < 1``, the first group at rate 0); reco
 future schema version, a corrupted or malformed record read strictly, the same read
 non-strictly and by ``sweeps_dataframe``, ``get_sweeps`` of a non-trial); a user's
 ``sweep_fn`` returning a non-Sweep or a step returning ``None``; ``LRReestimator`` with no
-trigger or a trigger < 1.
+trigger or a trigger < 1. Also: a one-shot iterator as a loader, a sweep whose info holds a
+``torch.device``, a ``GridSampler`` base that ignores the band, a malformed stored band, an
+``LRRangeSampler`` inside another, a re-estimation after ``study.tell``.
 """
 
 from __future__ import annotations
@@ -245,6 +247,55 @@ def reestimator(**kwargs: Any) -> Callable[[Path], Any]:
         return LRReestimator(model, optimizer, mse, batches, **kwargs)
 
     return build
+
+
+def sweep_fn_with_info(info: dict[str, Any]) -> Callable[[Path], Any]:
+    """A study whose sweep function returns a good sweep carrying ``info``."""
+
+    def sweep_fn(config: RangeTestConfig) -> ol.Sweep:
+        sweep = good_sweep(config)
+        return ol.Sweep(sweep.lrs, sweep.losses, sweep.stop_reason, sweep.config, info)
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=sweep_fn)
+        return trial.suggest_float("lr", 1e-6, 1.0, log=True)
+
+    return lambda tmp_path: run_trial(objective, storage=f"sqlite:///{tmp_path / 's.db'}")
+
+
+def grid_base_sampler(tmp_path: Path) -> Any:
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=good_sweep)
+        return trial.suggest_float("lr", 1e-6, 1.0, log=True)
+
+    grid = optuna.samplers.GridSampler({"lr": [1e-6]})
+    with pytest.warns(UserWarning, match="out of range"):  # GridSampler's own notice
+        return run_trial(objective, ol.LRRangeSampler(grid, num_iter=20))
+
+
+def malformed_band_reused(tmp_path: Path) -> Any:
+    """Trial 0's stored band is ``[0.01]``; trial 1 would reuse it (``sweep_every=3``)."""
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=good_sweep)
+        lr = trial.suggest_float("lr", 1e-6, 1.0, log=True)
+        if trial.number == 0:
+            trial.set_user_attr("lrrange:band", [0.01])
+        return lr
+
+    sampler = ol.LRRangeSampler(optuna.samplers.RandomSampler(seed=0), num_iter=20, sweep_every=3)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=2)
+    return study.trials[-1]
+
+
+def reestimate_after_tell(tmp_path: Path) -> Any:
+    study = optuna.create_study()
+    trial = study.ask()
+    model, optimizer, batches = tiny()
+    reest = LRReestimator(model, optimizer, mse, batches, every_epochs=1, trial=trial)
+    study.tell(trial, 0.0)
+    return reest.reestimate()
 
 
 # ------------------------------------------------------------------------- the catalogue
@@ -640,6 +691,13 @@ CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
         TypeError,
         r"`step_fn` must return the loss as a float or a 0-d tensor, but got str",
     ),
+    (
+        "range_test_one_shot_iterator",
+        torch_range_test(loader=iter([(torch.zeros(16, 4), torch.zeros(16, 1))] * 48)),
+        ValueError,
+        r"`loader` must be re-iterable \(a list or a DataLoader, not a one-shot iterator\), "
+        r"but got list_iterator",
+    ),
     # --- records in storage
     (
         "future_schema",
@@ -704,6 +762,33 @@ CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
         REASON,
         r"^sweep_failed: TypeError: `step` must return the loss as a float",
     ),
+    (
+        "sweep_fn_info_not_json",
+        sweep_fn_with_info({"device": torch.device("cpu")}),
+        REASON,
+        r"^sweep_failed: TypeError: a sweep record holds only JSON-native values, but got "
+        r"device\(type='cpu'\)",
+    ),
+    (
+        "base_sampler_ignores_the_band",
+        grid_base_sampler,
+        REASON,
+        r"^base_outside_band: GridSampler returned 1e-06 outside \[",
+    ),
+    (
+        "stored_band_malformed",
+        malformed_band_reused,
+        LOGGED,
+        r"^Trial 1: skipped trial 0's band, which is malformed \(`lrrange:band` must be None "
+        r"or \[low, high\] with 0 < low < high, but got \[0\.01\]\)",
+    ),
+    (
+        "sampler_inside_sampler",
+        lambda p: ol.LRRangeSampler(ol.LRRangeSampler()),
+        ValueError,
+        r"`base_sampler` must not be or wrap an LRRangeSampler \(every trial would sweep "
+        r"twice\), but got LRRangeSampler",
+    ),
     # --- LRReestimator
     (
         "reestimator_no_trigger",
@@ -716,6 +801,12 @@ CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
         reestimator(every_epochs=0),
         ValueError,
         r"`every_epochs >= 1` must hold, but got every_epochs=0",
+    ),
+    (
+        "reestimate_after_tell",
+        reestimate_after_tell,
+        RuntimeError,
+        r"the trial must be running to record a re-estimation on it, but trial 0 is COMPLETE",
     ),
     (
         "reestimator_start_lr",

@@ -6,6 +6,7 @@ import copy
 import random
 import subprocess
 import sys
+import threading
 from typing import Any
 from unittest.mock import patch
 
@@ -214,6 +215,51 @@ def test_the_user_step_may_use_every_rng_and_is_still_restored() -> None:
     assert_bitwise_equal(everything(model, optimizer), before)
 
 
+def test_a_sweep_on_another_thread_never_rewinds_what_other_threads_drew() -> None:
+    # A sweep on a worker thread (study.optimize with n_jobs > 1) while another thread
+    # draws from the process-wide RNGs: putting them back would hand that thread's numbers
+    # out again (the same initial weights in two trials). The events force the overlap.
+    model = make_model("mlp")
+    optimizer = make_optimizer("sgd", model)
+    sweeping, drawn = threading.Event(), threading.Event()
+    draws: dict[str, Any] = {}
+
+    def draw() -> tuple[torch.Tensor, list[float], float]:
+        return torch.rand(4), np.random.rand(4).tolist(), random.random()
+
+    def step_fn(batch: Any) -> float:
+        sweeping.set()
+        assert drawn.wait(timeout=60)
+        x, y = batch
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def sweeper() -> None:
+        params = {k: v.clone() for k, v in model.state_dict().items()}
+        range_test(model, optimizer, loader=make_batches(), step_fn=step_fn, **SHORT)
+        draws["model_restored"] = all(
+            torch.equal(v, params[k]) for k, v in model.state_dict().items()
+        )
+        draws["after_sweep"] = draw()
+
+    def other() -> None:
+        assert sweeping.wait(timeout=60)
+        draws["other"] = draw()
+        drawn.set()
+
+    threads = [threading.Thread(target=sweeper), threading.Thread(target=other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert draws["model_restored"]
+    (t1, n1, p1), (t2, n2, p2) = draws["other"], draws["after_sweep"]
+    assert not torch.equal(t1, t2) and n1 != n2 and p1 != p2
+
+
 def test_restore_when_the_step_raises() -> None:
     model = make_model("bn")
     optimizer = make_optimizer("adam", model)
@@ -356,6 +402,19 @@ def test_unusual_group_values_and_a_frozen_parameter_are_restored() -> None:
     assert history == [1.0, 2.0, 3.0]  # the group holds a copy, not the list it had
     assert all(p.is_leaf and p.grad_fn is None for p in model.parameters())
     assert not any(p.grad is not None and p.grad.requires_grad for p in model.parameters())
+
+
+def test_a_tensor_learning_rate_is_the_same_object_after_a_sweep() -> None:
+    # The sweep sets float rates; the caller's tensor must drive training again afterwards,
+    # holding its old value, and still be shared with whoever else holds it.
+    model = make_model("mlp")
+    lr = torch.tensor(1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    range_test(model, optimizer, F.cross_entropy, make_batches(), **SHORT)
+    assert optimizer.param_groups[0]["lr"] is lr
+    assert lr.item() == torch.tensor(1e-3).item()
+    lr.fill_(0.5)  # the caller changes the rate through its tensor: training follows
+    assert optimizer.param_groups[0]["lr"].item() == 0.5
 
 
 # -- learning rates and param groups ------------------------------------------------------
@@ -570,13 +629,18 @@ def test_an_empty_loader_is_an_error() -> None:
         range_test(model, optimizer, F.cross_entropy, [], **SHORT)
 
 
-def test_a_one_shot_iterator_shorter_than_the_sweep_is_an_error() -> None:
+@pytest.mark.parametrize("n", [3, 48])
+def test_a_one_shot_iterator_is_refused_and_left_as_found(n: int) -> None:
+    # Shorter or longer than the sweep (12 steps): the sweep would use up batches the
+    # training needs, so it is refused before a batch is taken.
     model = make_model("mlp")
     optimizer = make_optimizer("sgd", model)
-    with pytest.raises(ValueError, match="must be re-iterable"):
-        range_test(model, optimizer, F.cross_entropy, iter(make_batches(3)), **SHORT)
-    # Long enough, it is fine.
-    sweep = range_test(model, optimizer, F.cross_entropy, iter(make_batches(12)), **SHORT)
+    batches = make_batches(n)
+    for one_shot in (iter(batches), (b for b in batches)):
+        with pytest.raises(ValueError, match=r"`loader` must be re-iterable .* but got"):
+            range_test(model, optimizer, F.cross_entropy, one_shot, **SHORT)
+        assert len(list(one_shot)) == n
+    sweep = range_test(model, optimizer, F.cross_entropy, batches, **SHORT)  # a list is fine
     assert len(sweep) == 12
 
 

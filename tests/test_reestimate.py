@@ -159,6 +159,32 @@ def test_every_epochs_and_every_steps_fire_where_asked() -> None:
     ]
 
 
+def test_mid_epoch_reestimations_leave_a_persistent_workers_epoch_alone() -> None:
+    # A DataLoader with persistent_workers hands out one iterator and resets it on every
+    # iter(): a sweep taking its batches that way restarted the training loop's epoch at
+    # every re-estimation, and the epoch never ended. The loop below is bounded.
+    x = torch.randn(64, 8)
+    x[:, 0] = torch.arange(64.0)  # each sample's index, to see which batches came
+    y = torch.randint(0, 3, (64,))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=4, num_workers=1, persistent_workers=True
+    )
+    model = _model()
+    optimizer = _optimizer(model)
+    reest = LRReestimator(model, optimizer, F.cross_entropy, loader, every_steps=5, num_iter=10)
+    steps = 0
+    for epoch in range(2):
+        seen: list[float] = []
+        for xb, _ in loader:
+            seen.extend(xb[:, 0].tolist())
+            steps += 1
+            reest.step(step=steps)
+            if len(seen) > 2 * 64:
+                break
+        assert seen == list(range(64)), f"epoch {epoch}"
+    assert [r.step for r in reest.history] == [5, 10, 15, 20, 25, 30]  # mostly mid-epoch
+
+
 def test_plateau_fires_after_patience_evaluations_without_improvement() -> None:
     model = _model()
     optimizer = _optimizer(model)
@@ -429,6 +455,27 @@ def test_pruned_trials_keep_their_reestimation_records(tmp_path: Path) -> None:
     assert len(sweeps) >= 2  # re-estimated at epochs 1, 2 before the pruner stopped it
     assert [s.info["epoch"] for s in sweeps] == list(range(1, len(sweeps) + 1))
     assert all(s.info["trial_number"] == 2 for s in sweeps)
+
+
+def test_a_reestimation_after_tell_changes_nothing_and_raises() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    model = _model()
+    optimizer = _optimizer(model, lr=1e-3)
+    loader = _loader()
+    options: dict[str, Any] = {"every_epochs": 1, "num_iter": 20, "allow_increase": True}
+    reest = LRReestimator(model, optimizer, F.cross_entropy, loader, trial=trial, **options)
+    twin_model = _model()
+    twin = LRReestimator(
+        twin_model, _optimizer(twin_model, lr=1e-3), F.cross_entropy, loader, **options
+    )
+    assert twin.reestimate().lr != 1e-3  # the control: this sweep would move the rate
+    study.tell(trial, 0.0)
+    lrs = _lrs(optimizer)
+    with pytest.raises(RuntimeError, match=r"trial must be running .* trial 0 is COMPLETE"):
+        reest.step(epoch=1)
+    assert _lrs(optimizer) == lrs and reest.history == [] and reest.extra_steps == 0
+    assert get_sweeps(study.trials[0]) == []
 
 
 def test_a_fixed_trial_records_nothing_but_keeps_history() -> None:
