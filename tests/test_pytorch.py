@@ -9,6 +9,7 @@ import subprocess
 import sys
 from typing import Any
 from unittest.mock import patch
+import warnings
 
 import numpy as np
 import pytest
@@ -360,6 +361,29 @@ def test_unusual_group_values_and_a_frozen_parameter_are_restored() -> None:
 
 
 # -- learning rates and param groups ------------------------------------------------------
+
+
+@pytest.mark.parametrize("stepped_before", [False, True])
+def test_a_sweep_leaves_the_schedulers_step_order_warning_as_it_was(stepped_before: bool) -> None:
+    # torch warns when scheduler.step() comes before the first optimizer.step(); the
+    # sweep's optimizer steps must neither hide that warning nor raise it.
+    def warnings_of_scheduler_step(sweep: bool) -> list[str]:
+        model = make_model("mlp")
+        optimizer = make_optimizer("sgd", model)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2)
+        if stepped_before:
+            train(model, optimizer, make_batches(1))
+        if sweep:
+            range_test(model, optimizer, F.cross_entropy, make_batches(), **SHORT)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scheduler.step()
+        return [str(w.message) for w in caught]
+
+    without_sweep = warnings_of_scheduler_step(sweep=False)
+    assert warnings_of_scheduler_step(sweep=True) == without_sweep
+    warned = any("`lr_scheduler.step()` before `optimizer.step()`" in m for m in without_sweep)
+    assert warned is not stepped_before
 
 
 def test_param_groups_keep_their_ratios_and_get_their_lrs_back() -> None:
