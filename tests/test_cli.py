@@ -161,16 +161,27 @@ def test_a_reading_command_adds_no_tables_to_another_database(tmp_path, capsys):
     assert _snapshot(tmp_path) == before
 
 
-def test_a_reading_command_leaves_a_study_unchanged(stored, tmp_path):
-    db = tmp_path / "copy.db"
-    db.write_bytes(Path(stored[len("sqlite:///") :]).read_bytes())
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_reading_command_leaves_a_study_unchanged(stored, tmp_path, kind):
+    folder = tmp_path / "storage"
+    folder.mkdir()
+    if kind == "sqlite":
+        db = folder / "copy.db"
+        db.write_bytes(Path(stored[len("sqlite:///") :]).read_bytes())
+        url = f"sqlite:///{db}"
+    else:
+        db = folder / "copy.log"
+        url = f"journal:{db}"
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(db))
+        )
+        optuna.copy_study(from_study_name="s", from_storage=stored, to_storage=storage)
     os.utime(db, ns=(1_000_000_000, 1_000_000_000))
-    before = _snapshot(tmp_path)
-    url = f"sqlite:///{db}"
+    before = _snapshot(folder)
     assert main(["sweeps", "--storage", url, "--study", "s", "-o", "-"]) == 0
-    out = tmp_path.parent / f"{tmp_path.name}-plot.png"
+    out = tmp_path / "plot.png"
     assert main(["plot", "--storage", url, "--study", "s", "--kind", "bands", "-o", str(out)]) == 0
-    assert _snapshot(tmp_path) == before
+    assert _snapshot(folder) == before  # no byte, no time stamp, no lock file
 
 
 def test_a_reading_command_adds_no_tables_to_a_server_database(capsys):
