@@ -21,6 +21,10 @@ import torch
 _ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
+#: Marks an attribute the object did not have when the snapshot was taken.
+_ABSENT = object()
+
+
 def _is_atomic(value: Any) -> bool:
     """Whether ``copy.deepcopy(value)`` is ``value`` itself, for the common cases."""
     kind = type(value)
@@ -78,10 +82,11 @@ class TrainingState:
 
     It holds the model's parameters (with their gradients) and buffers (BatchNorm running
     statistics, ``num_batches_tracked``), the training mode of every submodule, the
-    optimizer's per-parameter state (momentum buffers, Adam moments, step counters) and
-    every param group's hyperparameters, a ``GradScaler``'s state, the random number
-    generators (torch CPU, torch CUDA when CUDA is initialized, numpy's global one,
-    Python's ``random``), and any extra ``torch.Generator`` (such as a DataLoader's).
+    optimizer's per-parameter state (momentum buffers, Adam moments, step counters),
+    every param group's hyperparameters and the flag an LR scheduler sets on the optimizer
+    at its first step, a ``GradScaler``'s state, the random number generators (torch CPU,
+    torch CUDA when CUDA is initialized, numpy's global one, Python's ``random``), and any
+    extra ``torch.Generator`` (such as a DataLoader's).
 
     :meth:`restore` writes all of it back in place: the model, optimizer, parameters and
     scaler keep their identity, and tensors are copied into the existing storage
@@ -153,6 +158,9 @@ class TrainingState:
             param: {key: _copy_to(value, device) for key, value in state.items()}
             for param, state in optimizer.state.items()
         }
+        # An LR scheduler flags its optimizer once ``optimizer.step()`` has run, to warn when
+        # ``scheduler.step()`` comes first; the sweep's own steps must not set that flag.
+        self._opt_called = vars(optimizer).get("_opt_called", _ABSENT)
         self._scaler_state: dict[str, Any] | None = None
         if scaler is not None and scaler.is_enabled():
             self._scaler_state = {
@@ -234,6 +242,10 @@ class TrainingState:
                 del group[key]
             for key, value in saved.items():
                 group[key] = _put_back(tensors.get(key, group.get(key)), value)
+        if self._opt_called is _ABSENT:
+            vars(optimizer).pop("_opt_called", None)
+        else:
+            optimizer._opt_called = self._opt_called  # type: ignore[attr-defined]
         current = dict(optimizer.state)
         optimizer.state.clear()
         for param, saved_state in self._opt_state.items():

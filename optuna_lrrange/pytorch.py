@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 import contextlib
+import inspect
 from typing import Any
 
 try:
@@ -99,8 +100,10 @@ def range_test(
         TypeError: ``model`` is not an ``nn.Module``, ``optimizer`` not a torch
             optimizer, or a batch or loss has the wrong type.
         ValueError: Invalid settings, an optimizer without param groups or with group 0 at
-            rate 0, neither (or both of) ``loss_fn`` and ``step_fn``, no, an empty or a
-            one-shot ``loader``, or a loss that is not a scalar.
+            rate 0, neither (or both of) ``loss_fn`` and ``step_fn``, ``loss_fn`` with an
+            optimizer whose ``step`` needs a closure (LBFGS), no, an empty or a one-shot
+            ``loader``, or a loss that is not a scalar.
+        RuntimeError: ``loss_fn`` given while gradients are disabled (``torch.no_grad()``).
     """
     config = resolve_config(config, config_options)
     _check_arguments(model, optimizer, loss_fn, loader, step_fn, accumulation_steps)
@@ -111,6 +114,13 @@ def range_test(
             "`loader` must be re-iterable (a list or a DataLoader, not a one-shot "
             f"iterator), but got {type(loader).__name__}: the sweep would use up the batches "
             "that training needs; pass the DataLoader itself or a list of batches."
+        )
+    if step_fn is None and not torch.is_grad_enabled():
+        raise RuntimeError(
+            "gradients must be enabled for the range test's training steps, but it was called "
+            "under `torch.no_grad()` (or `torch.set_grad_enabled(False)`, or "
+            "`torch.inference_mode()`); run it, and `trial.suggest_float` for the rate of an "
+            "attached model, outside that block."
         )
     groups = optimizer.param_groups
     base_lrs = [float(group["lr"]) for group in groups]
@@ -187,6 +197,15 @@ def _check_arguments(
             "exactly one of `loss_fn` and `step_fn` must be given, but got "
             f"(loss_fn={loss_fn!r}, step_fn={step_fn!r})."
         )
+    if step_fn is None and _needs_closure(optimizer):
+        name = type(optimizer).__name__
+        raise ValueError(
+            f"with `loss_fn`, the optimizer's `step()` must take no closure, but {name}.step "
+            "requires one; pass `step_fn=` in place of `loss_fn`: a step that calls "
+            "`optimizer.step(closure)` and returns the loss, e.g. `def step_fn(batch): x, y = "
+            "batch; def closure(): optimizer.zero_grad(); loss = loss_fn(model(x), y); "
+            "loss.backward(); return loss; return optimizer.step(closure)`."
+        )
     if loader is None:
         raise ValueError("`loader` must be an iterable of batches, but got None.")
     if (
@@ -195,6 +214,16 @@ def _check_arguments(
         or accumulation_steps < 1
     ):
         raise ValueError(f"`accumulation_steps >= 1` must hold, but got {accumulation_steps!r}.")
+
+
+def _needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` requires a closure argument (LBFGS's does)."""
+    try:
+        parameters = inspect.signature(optimizer.step).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a step without a signature
+        return False
+    closure = parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 class _Batches:
@@ -271,6 +300,8 @@ def _pair(batch: Any) -> tuple[Any, Any]:
 def _to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.to(device, non_blocking=True)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a namedtuple
+        return type(obj)(*(_to_device(o, device) for o in obj))
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_device(o, device) for o in obj)
     if isinstance(obj, dict):

@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 import math
+import numbers
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -218,8 +219,10 @@ class LRReestimator:
         step_fn: Passed to :func:`optuna_lrrange.pytorch.range_test` (instead of
             ``loss_fn``).
         range_test_options: Further keyword arguments of
-            :func:`optuna_lrrange.pytorch.range_test` (``accumulation_steps``, ``scaler``,
-            ``autocast_dtype``, ``device``, ``snapshot_device``).
+            :func:`optuna_lrrange.pytorch.range_test`: only ``accumulation_steps``,
+            ``scaler``, ``autocast_dtype``, ``device``, ``snapshot_device`` (a re-estimation
+            always restores the training state, and the sweep's settings are this
+            constructor's). Every argument is checked here, not at the first re-estimation.
         config_options: Further :class:`~optuna_lrrange.RangeTestConfig` settings
             (``mode``, ``diverge_factor``, ``smooth_beta``).
 
@@ -270,11 +273,20 @@ class LRReestimator:
                 "one of `every_epochs`, `every_steps`, `on_plateau` must be set, but got "
                 "none; with no trigger, call `reestimate()` yourself."
             )
-        if not (isinstance(span, (int, float)) and math.isfinite(span) and span > 0):
+        if not (_is_number(span) and math.isfinite(span) and span > 0):
             raise ValueError(f"`span > 0` must hold, but got span={span!r}.")
-        if not plateau_threshold >= 0:
-            raise ValueError(f"`plateau_threshold >= 0` must hold, but got {plateau_threshold!r}.")
-        if max_change is not None and not (math.isfinite(max_change) and max_change > 1):
+        if not (
+            _is_number(plateau_threshold)
+            and math.isfinite(plateau_threshold)
+            and plateau_threshold >= 0
+        ):
+            raise ValueError(
+                f"`plateau_threshold >= 0` must hold, but got "
+                f"plateau_threshold={plateau_threshold!r}."
+            )
+        if max_change is not None and not (
+            _is_number(max_change) and math.isfinite(max_change) and max_change > 1
+        ):
             raise ValueError(f"`max_change > 1` must hold, but got max_change={max_change!r}.")
         if method is not None and method not in RULES:
             raise ValueError(
@@ -304,10 +316,12 @@ class LRReestimator:
             )
         if scheduler is not None:
             _scheduler_attrs(scheduler)  # fails early on an unsupported scheduler
-        if loss_fn is None and step_fn is None:
-            raise ValueError("one of `loss_fn`, `step_fn` must be given, but got neither.")
-        if loader is None:
-            raise ValueError("`loader` must be given, but got None.")
+        _check_training_objects(model, optimizer, loss_fn, loader, step_fn, range_test_options)
+        if scheduler is not None and getattr(scheduler, "optimizer", None) is not optimizer:
+            raise ValueError(
+                "`scheduler` must drive `optimizer` (scheduler.optimizer is optimizer), but it "
+                "drives another optimizer."
+            )
         if trial is not None:
             _check_trial(trial)
         # Validates num_iter and the config options now rather than at the first sweep.
@@ -505,6 +519,57 @@ def _due(count: int | None, every: int | None, last: int | None) -> bool:
         and count % every == 0
         and count != last
     )
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` is a real number (and not a bool or a string)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+#: The keyword arguments of ``range_test`` that ``range_test_options`` may set; the others
+#: (the model, optimizer, loss, data, ``config``, ``restore``) are the re-estimator's own.
+_RANGE_TEST_OPTIONS = (
+    "accumulation_steps",
+    "autocast_dtype",
+    "device",
+    "scaler",
+    "snapshot_device",
+)
+
+
+def _check_training_objects(
+    model: Any,
+    optimizer: Any,
+    loss_fn: Any,
+    loader: Any,
+    step_fn: Any,
+    range_test_options: Any,
+) -> None:
+    """Refuses, at construction, what would otherwise fail at the first re-estimation."""
+    from optuna_lrrange.pytorch import _check_arguments
+
+    if range_test_options is not None:
+        if not isinstance(range_test_options, Mapping):
+            raise TypeError(
+                "`range_test_options` must be a mapping of range_test keyword arguments, but "
+                f"got {type(range_test_options).__name__}."
+            )
+        unknown = sorted(set(range_test_options) - set(_RANGE_TEST_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"`range_test_options` must be among {list(_RANGE_TEST_OPTIONS)}, but got "
+                f"{unknown}: the rest is LRReestimator's own (it always restores the training "
+                "state, and the sweep's settings are its keyword arguments)."
+            )
+    accumulation_steps = (range_test_options or {}).get("accumulation_steps", 1)
+    _check_arguments(model, optimizer, loss_fn, loader, step_fn, accumulation_steps)
+    for name, function in (("loss_fn", loss_fn), ("step_fn", step_fn)):
+        if function is not None and not callable(function):
+            raise TypeError(f"`{name}` must be callable, but got {type(function).__name__}.")
+    if not isinstance(loader, Iterable):
+        raise TypeError(
+            f"`loader` must be an iterable of batches, but got {type(loader).__name__}."
+        )
 
 
 def _is_live_trial(trial: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import random
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import threading
 from typing import Any
 from unittest.mock import patch
+import warnings
 
 import numpy as np
 import pytest
@@ -420,6 +422,29 @@ def test_a_tensor_learning_rate_is_the_same_object_after_a_sweep() -> None:
 # -- learning rates and param groups ------------------------------------------------------
 
 
+@pytest.mark.parametrize("stepped_before", [False, True])
+def test_a_sweep_leaves_the_schedulers_step_order_warning_as_it_was(stepped_before: bool) -> None:
+    # torch warns when scheduler.step() comes before the first optimizer.step(); the
+    # sweep's optimizer steps must neither hide that warning nor raise it.
+    def warnings_of_scheduler_step(sweep: bool) -> list[str]:
+        model = make_model("mlp")
+        optimizer = make_optimizer("sgd", model)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2)
+        if stepped_before:
+            train(model, optimizer, make_batches(1))
+        if sweep:
+            range_test(model, optimizer, F.cross_entropy, make_batches(), **SHORT)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scheduler.step()
+        return [str(w.message) for w in caught]
+
+    without_sweep = warnings_of_scheduler_step(sweep=False)
+    assert warnings_of_scheduler_step(sweep=True) == without_sweep
+    warned = any("`lr_scheduler.step()` before `optimizer.step()`" in m for m in without_sweep)
+    assert warned is not stepped_before
+
+
 def test_param_groups_keep_their_ratios_and_get_their_lrs_back() -> None:
     model = make_model("mlp")
     optimizer = RecordingSGD(
@@ -660,6 +685,44 @@ def test_batches_move_to_the_model_device_and_nested_inputs_work() -> None:
     assert len(sweep) == 12 and all(np.isfinite(sweep.losses))
 
 
+Pair = collections.namedtuple("Pair", ["a", "b"])
+Batch = collections.namedtuple("Batch", ["x", "y"])
+
+
+class PairInputs(nn.Module):
+    """Reads its input as a namedtuple (by field name), as many multi-input models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(8, 3), nn.Linear(8, 3)
+        self.seen: set[type] = set()
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        self.seen.add(type(inputs))
+        if isinstance(inputs, Pair):
+            return self.a(inputs.a) + self.b(inputs.b)
+        return self.a(inputs[0]) + self.b(inputs[1])
+
+
+@pytest.mark.parametrize("accumulation_steps", [1, 2])
+def test_namedtuple_inputs_reach_the_model_as_namedtuples(accumulation_steps: int) -> None:
+    # The reference: the same model and batches, with the inputs as plain tuples.
+    plain = PairInputs()
+    batches = [((x, x * 2), y) for x, y in make_batches()]
+    options = {**SHORT, "accumulation_steps": accumulation_steps, "device": "cpu"}
+    expected = range_test(
+        plain, torch.optim.SGD(plain.parameters(), lr=0.1), F.cross_entropy, batches, **options
+    )
+    model = PairInputs()
+    named = [Batch(Pair(*x), y) for x, y in batches]  # the batch itself a namedtuple too
+    sweep = range_test(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy, named, **options
+    )
+    assert model.seen == {Pair} and plain.seen == {tuple}
+    assert sweep.losses == expected.losses and len(sweep) == 12
+
+
 # -- errors -------------------------------------------------------------------------------
 
 
@@ -687,6 +750,64 @@ def test_argument_errors_state_what_must_hold() -> None:
     empty.param_groups.clear()
     with pytest.raises(ValueError, match="at least one param group"):
         range_test(model, empty, F.cross_entropy, batches)
+
+
+def lbfgs_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer) -> Any:
+    """The step the LBFGS error message spells out, written as a function."""
+
+    def step_fn(batch: Any) -> Any:
+        x, y = batch
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        return optimizer.step(closure)
+
+    return step_fn
+
+
+def test_lbfgs_without_step_fn_says_it_needs_a_closure_and_how_to_pass_one() -> None:
+    model = make_model("mlp")
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=2)
+    before = everything(model, optimizer)
+    with pytest.raises(
+        ValueError,
+        match=r"with `loss_fn`, the optimizer's `step\(\)` must take no closure, but "
+        r"LBFGS\.step requires one; pass `step_fn=` in place of `loss_fn`.*"
+        r"return optimizer\.step\(closure\)`\.$",
+    ):
+        range_test(model, optimizer, F.cross_entropy, make_batches(), **SHORT)
+    assert_bitwise_equal(everything(model, optimizer), before)
+    # What the message says to do works, and is restored as any sweep is.
+    step_fn = lbfgs_step_fn(model, optimizer)
+    sweep = range_test(model, optimizer, loader=make_batches(), step_fn=step_fn, **SHORT)
+    assert len(sweep) == 12 and all(np.isfinite(sweep.losses))
+    assert_bitwise_equal(everything(model, optimizer), before)
+
+
+@pytest.mark.parametrize(
+    "no_grad",
+    [torch.no_grad, lambda: torch.set_grad_enabled(False), torch.inference_mode],
+    ids=["no_grad", "set_grad_enabled_false", "inference_mode"],
+)
+def test_a_sweep_under_no_grad_says_so(no_grad: Any) -> None:
+    model = make_model("mlp")
+    optimizer = make_optimizer("sgd", model)
+    before = everything(model, optimizer)
+    with (
+        no_grad(),
+        pytest.raises(
+            RuntimeError,
+            match=r"gradients must be enabled for the range test's training steps, but it was "
+            r"called under `torch\.no_grad\(\)`",
+        ),
+    ):
+        range_test(model, optimizer, F.cross_entropy, make_batches(), **SHORT)
+    assert torch.is_grad_enabled()
+    assert_bitwise_equal(everything(model, optimizer), before)
 
 
 def test_bad_batches_and_bad_losses_are_errors() -> None:

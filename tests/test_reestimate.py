@@ -350,6 +350,133 @@ def test_invalid_settings_are_refused(kwargs: dict[str, Any], match: str) -> Non
         LRReestimator(model, _optimizer(model), F.cross_entropy, _loader(), **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "error", "match"),
+    [
+        pytest.param(
+            {"model": "x"},
+            TypeError,
+            r"`model` must be a torch\.nn\.Module, but got str\.$",
+            id="model_str",
+        ),
+        pytest.param(
+            {"optimizer": None},
+            TypeError,
+            r"`optimizer` must be a torch\.optim\.Optimizer, but got NoneType\.$",
+            id="optimizer_none",
+        ),
+        pytest.param(
+            {"loss_fn": None},
+            ValueError,
+            r"exactly one of `loss_fn` and `step_fn` must be given, but got \(loss_fn=None",
+            id="neither_loss_fn_nor_step_fn",
+        ),
+        pytest.param(
+            {"step_fn": lambda batch: 0.0},
+            ValueError,
+            r"exactly one of `loss_fn` and `step_fn` must be given",
+            id="both_loss_fn_and_step_fn",
+        ),
+        pytest.param(
+            {"loss_fn": "mse"},
+            TypeError,
+            r"`loss_fn` must be callable, but got str\.$",
+            id="loss_fn_not_callable",
+        ),
+        pytest.param(
+            {"loader": None},
+            ValueError,
+            r"`loader` must be an iterable of batches, but got None\.$",
+            id="loader_none",
+        ),
+        pytest.param(
+            {"loader": 32},
+            TypeError,
+            r"`loader` must be an iterable of batches, but got int\.$",
+            id="loader_int",
+        ),
+        pytest.param(
+            {"range_test_options": {"restore": False}},
+            ValueError,
+            r"`range_test_options` must be among \['accumulation_steps', 'autocast_dtype', "
+            r"'device', 'scaler', 'snapshot_device'\], but got \['restore'\]: .* always restores",
+            id="range_test_options_restore",
+        ),
+        pytest.param(
+            {"range_test_options": {"num_iter": 10, "config": None}},
+            ValueError,
+            r"`range_test_options` must be among .*, but got \['config', 'num_iter'\]",
+            id="range_test_options_settings",
+        ),
+        pytest.param(
+            {"range_test_options": {"accumulation_steps": 0}},
+            ValueError,
+            r"`accumulation_steps >= 1` must hold, but got 0\.$",
+            id="range_test_options_accumulation_0",
+        ),
+        pytest.param(
+            {"range_test_options": [("device", "cpu")]},
+            TypeError,
+            r"`range_test_options` must be a mapping of range_test keyword arguments, but got "
+            r"list\.$",
+            id="range_test_options_list",
+        ),
+        pytest.param(
+            {"plateau_threshold": "a"},
+            ValueError,
+            r"`plateau_threshold >= 0` must hold, but got plateau_threshold='a'\.$",
+            id="plateau_threshold_str",
+        ),
+        pytest.param(
+            {"plateau_threshold": float("nan")},
+            ValueError,
+            r"`plateau_threshold >= 0` must hold, but got plateau_threshold=nan\.$",
+            id="plateau_threshold_nan",
+        ),
+        pytest.param(
+            {"max_change": "2"},
+            ValueError,
+            r"`max_change > 1` must hold, but got max_change='2'\.$",
+            id="max_change_str",
+        ),
+        pytest.param(
+            {"max_change": True},
+            ValueError,
+            r"`max_change > 1` must hold, but got max_change=True\.$",
+            id="max_change_bool",
+        ),
+        pytest.param(
+            {"span": "2"},
+            ValueError,
+            r"`span > 0` must hold, but got span='2'\.$",
+            id="span_str",
+        ),
+    ],
+)
+def test_every_argument_is_checked_at_construction(
+    arguments: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    model = _model()
+    given = {
+        "model": model,
+        "optimizer": _optimizer(model),
+        "loss_fn": F.cross_entropy,
+        "loader": _loader(),
+        "on_plateau": 2,
+        **arguments,
+    }
+    with pytest.raises(error, match=match):
+        LRReestimator(**given)
+
+
+def test_a_scheduler_of_another_optimizer_is_refused() -> None:
+    model = _model()
+    optimizer = _optimizer(model, "sgd")
+    other = lr_scheduler.StepLR(_optimizer(model, "sgd"), 2)
+    with pytest.raises(ValueError, match=r"`scheduler` must drive `optimizer`"):
+        LRReestimator(model, optimizer, F.cross_entropy, _loader(), every_steps=2, scheduler=other)
+
+
 def test_set_with_a_scheduler_is_refused() -> None:
     model = _model()
     optimizer = _optimizer(model, "sgd")
