@@ -7,7 +7,8 @@ and lets the base sampler choose inside it. Everything is recorded on the trial 
 study's storage, under ``lrrange:`` keys (see :mod:`optuna_lrrange._records`), plus:
 
     ``lrrange:band_used``  ``[low, high]`` the rate was sampled from, or ``None`` when the
-                           sampler did not sample it (a fixed rate)
+                           sampler did not sample it (a fixed rate) or the base sampler
+                           returned a rate outside it (``GridSampler``)
     ``lrrange:source``     number of the trial whose sweep gave the band: the trial's own
                            number when it swept, another one when it reused a band, or
                            ``None`` when no sweep was used
@@ -32,7 +33,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler, PartialFixedSampler, TPESampler
 from optuna.trial import FixedTrial, FrozenTrial, Trial, TrialState
 
-from optuna_lrrange._records import BAND_KEY, write_sweep
+from optuna_lrrange._records import BAND_KEY, encode, write_sweep
 from optuna_lrrange.core import RULES, RangeTestConfig, Suggestion, Sweep
 from optuna_lrrange.core._config import resolve_config
 
@@ -51,6 +52,7 @@ NO_PROBE = "no_probe"
 SWEEP_FAILED = "sweep_failed"
 NO_BAND = "no_band"
 BAND_OUTSIDE_RANGE = "band_outside_range"
+BASE_OUTSIDE_BAND = "base_outside_band"
 FIXED = "fixed"
 
 _logger = logging.getLogger("optuna.lrrange")
@@ -155,6 +157,16 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _stored_band(raw: Any) -> tuple[float, float] | None:
+    """A band read back from storage; ``None`` when it is ``None`` or malformed."""
+    if not isinstance(raw, (list, tuple)) or len(raw) != 2:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw):
+        return None
+    lo, hi = float(raw[0]), float(raw[1])
+    return (lo, hi) if 0 < lo < hi < math.inf else None
+
+
 #: The narrowest interval the rate is sampled from, in decades: TPE's Parzen estimator
 #: divides by the interval's width, and a band of one point leaves nothing to choose.
 MIN_DECADES = 0.2
@@ -256,6 +268,12 @@ class LRRangeSampler(BaseSampler):
             raise TypeError(
                 "`base_sampler` must be an optuna BaseSampler or None, but got "
                 f"{type(base_sampler).__name__}."
+            )
+        if _find_sampler(base_sampler)[0] is not None:
+            raise ValueError(
+                "`base_sampler` must not be or wrap an LRRangeSampler (every trial would sweep "
+                f"twice), but got {type(base_sampler).__name__} holding one; use one "
+                "LRRangeSampler with the settings you need."
             )
         if not isinstance(param_name, str) or not param_name:
             raise TypeError(f"`param_name` must be a non-empty str, but got {param_name!r}.")
@@ -383,6 +401,16 @@ class LRRangeSampler(BaseSampler):
             value = self._base_sampler.sample_independent(study, trial, param_name, narrowed)
         finally:
             _quiet.param_name = None
+        band_used: list[float] | None = [lo, hi]
+        if not lo <= float(value) <= hi:
+            # A base sampler that ignores the distribution it is given (GridSampler): the
+            # record says so rather than claim the rate came from [lo, hi].
+            ignored = (
+                f"{BASE_OUTSIDE_BAND}: {type(self._base_sampler).__name__} returned "
+                f"{_fmt(float(value))} outside [{_fmt(lo)}, {_fmt(hi)}]"
+            )
+            _logger.warning(f"Trial {trial.number}: `{param_name}` was not narrowed ({ignored}).")
+            band_used, reason = None, ignored if reason is None else f"{reason}; {ignored}"
         if record is not None:
             sweep, suggestion = record
             info = {
@@ -390,12 +418,12 @@ class LRRangeSampler(BaseSampler):
                 "param_name": param_name,
                 "low": low,
                 "high": high,
-                "band_used": [lo, hi],
+                "band_used": band_used,
                 "chosen_lr": float(value),
                 "reason": reason,
             }
             write_sweep(storage, trial._trial_id, replace(sweep, info=info), suggestion)
-        storage.set_trial_user_attr(trial._trial_id, BAND_USED_KEY, [lo, hi])
+        storage.set_trial_user_attr(trial._trial_id, BAND_USED_KEY, band_used)
         storage.set_trial_user_attr(trial._trial_id, SOURCE_KEY, source)
         storage.set_trial_user_attr(trial._trial_id, REASON_KEY, reason)
         return value
@@ -413,10 +441,10 @@ class LRRangeSampler(BaseSampler):
         """``(band, source trial number, reason, (sweep, suggestion) to record)``."""
         reused = self._reusable(study, trial)
         if reused is not None:
-            raw = reused.user_attrs.get(BAND_KEY)
-            if raw is None:
-                return None, reused.number, f"{NO_BAND}: trial {reused.number}'s sweep", None
-            return (float(raw[0]), float(raw[1])), reused.number, None, None
+            number, band = reused
+            if band is None:
+                return None, number, f"{NO_BAND}: trial {number}'s sweep", None
+            return band, number, None, None
         sweep_fn = _lookup(_key(study._storage, trial._trial_id))
         if sweep_fn is None:
             no_probe = (
@@ -444,19 +472,30 @@ class LRRangeSampler(BaseSampler):
                     f"the sweep function must return a Sweep, but got {type(sweep).__name__}."
                 )
             suggestion = sweep.suggest(self._method)
+            info = {
+                **dict(sweep.info),
+                "kind": "trial",
+                "trial_number": number,
+                "trial_id": trial_id,
+                "seconds": time.perf_counter() - start,
+            }
+            sweep = replace(sweep, info=info)
+            # The record is written after the rate is sampled: one that cannot be encoded
+            # (a sweep_fn's info holding a torch.device) fails the sweep here instead.
+            encode(sweep, suggestion)
         except Exception as e:
             return None, None, f"{SWEEP_FAILED}: {type(e).__name__}: {e}"
-        info = {
-            **dict(sweep.info),
-            "kind": "trial",
-            "trial_number": number,
-            "trial_id": trial_id,
-            "seconds": time.perf_counter() - start,
-        }
-        return replace(sweep, info=info), suggestion, None
+        return sweep, suggestion, None
 
-    def _reusable(self, study: Study, trial: FrozenTrial) -> FrozenTrial | None:
-        """The trial whose band this one reuses, or ``None`` when it must sweep."""
+    def _reusable(
+        self, study: Study, trial: FrozenTrial
+    ) -> tuple[int, tuple[float, float] | None] | None:
+        """``(trial number, its band)`` of the sweep this trial reuses, or ``None`` when it
+        must sweep.
+
+        A trial whose stored band is malformed (not ``None`` nor two positive finite
+        numbers, low < high) is skipped with a warning, as if it had not swept.
+        """
         if self._sweep_every == 1:
             return None
         if self._resweep_on_params is True:
@@ -465,17 +504,26 @@ class LRRangeSampler(BaseSampler):
             names = ()
         else:
             names = self._resweep_on_params
-        newest: FrozenTrial | None = None
+        candidates = []
         for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
-            if not t.number < trial.number or t.user_attrs.get(SOURCE_KEY) != t.number:
+            if not trial.number - self._sweep_every < t.number < trial.number:
+                continue
+            if t.user_attrs.get(SOURCE_KEY) != t.number:
                 continue
             if any(t.params.get(n) != trial.params.get(n) for n in names):
                 continue
-            if newest is None or t.number > newest.number:
-                newest = t
-        if newest is None or newest.number <= trial.number - self._sweep_every:
-            return None
-        return newest
+            candidates.append(t)
+        for t in sorted(candidates, key=lambda t: t.number, reverse=True):
+            raw = t.user_attrs.get(BAND_KEY)
+            band = _stored_band(raw)
+            if band is not None or raw is None:
+                return t.number, band
+            _logger.warning(
+                f"Trial {trial.number}: skipped trial {t.number}'s band, which is malformed "
+                f"(`{BAND_KEY}` must be None or [low, high] with 0 < low < high, but got "
+                f"{raw!r:.80})."
+            )
+        return None
 
     def _sweep_fixed_trial(self, trial: Trial, sweep_fn: SweepFn, fixed_lr: Any) -> None:
         """Records a sweep for a trial whose rate is fixed (``sweep_fixed=True``)."""

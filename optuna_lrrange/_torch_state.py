@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 import contextlib
 import copy
 import random
+import threading
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -18,6 +19,10 @@ import torch
 # Types whose values ``copy.deepcopy`` returns as they are: such values are kept without
 # calling it (most param-group settings are such values).
 _ATOMIC = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+#: Marks an attribute the object did not have when the snapshot was taken.
+_ABSENT = object()
 
 
 def _is_atomic(value: Any) -> bool:
@@ -77,15 +82,23 @@ class TrainingState:
 
     It holds the model's parameters (with their gradients) and buffers (BatchNorm running
     statistics, ``num_batches_tracked``), the training mode of every submodule, the
-    optimizer's per-parameter state (momentum buffers, Adam moments, step counters) and
-    every param group's hyperparameters, a ``GradScaler``'s state, the random number
-    generators (torch CPU, torch CUDA when CUDA is initialized, numpy's global one,
-    Python's ``random``), and any extra ``torch.Generator`` (such as a DataLoader's).
+    optimizer's per-parameter state (momentum buffers, Adam moments, step counters),
+    every param group's hyperparameters and the flag an LR scheduler sets on the optimizer
+    at its first step, a ``GradScaler``'s state, the random number generators (torch CPU,
+    torch CUDA when CUDA is initialized, numpy's global one, Python's ``random``), and any
+    extra ``torch.Generator`` (such as a DataLoader's).
 
     :meth:`restore` writes all of it back in place: the model, optimizer, parameters and
     scaler keep their identity, and tensors are copied into the existing storage
     (``param.copy_``), so the optimizer's references to the parameters stay valid. Take the
     snapshot between optimizer steps (not between a ``scaler.unscale_`` and its step).
+
+    The random number generators are shared by every thread of the process, so they are
+    put back only when the snapshot is taken and restored on the main thread (a plain
+    training loop, ``study.optimize(..., n_jobs=1)``). On any other thread
+    (``n_jobs > 1``, a thread pool) other threads may have drawn from them meanwhile, and
+    rewinding them would hand the same numbers out again (the same initial weights in two
+    trials): there they are left as they are, advanced, never rewound.
 
     Args:
         model: The module to snapshot.
@@ -135,10 +148,19 @@ class TrainingState:
             {key: _copy_to(value, device) for key, value in group.items() if key != "params"}
             for group in optimizer.param_groups
         ]
+        # A group's tensor values themselves (a tensor ``lr``, which a sweep replaces by
+        # floats), to put the caller's objects back rather than copies of them.
+        self._group_tensors = [
+            {key: value for key, value in group.items() if isinstance(value, torch.Tensor)}
+            for group in optimizer.param_groups
+        ]
         self._opt_state = {
             param: {key: _copy_to(value, device) for key, value in state.items()}
             for param, state in optimizer.state.items()
         }
+        # An LR scheduler flags its optimizer once ``optimizer.step()`` has run, to warn when
+        # ``scheduler.step()`` comes first; the sweep's own steps must not set that flag.
+        self._opt_called = vars(optimizer).get("_opt_called", _ABSENT)
         self._scaler_state: dict[str, Any] | None = None
         if scaler is not None and scaler.is_enabled():
             self._scaler_state = {
@@ -156,6 +178,8 @@ class TrainingState:
                     for key, value in getattr(scaler, "_per_optimizer_states", {}).items()
                 },
             }
+        # Only the main thread puts the generators back (see the class docstring).
+        self._restore_rngs = threading.current_thread() is threading.main_thread()
         self._generators = [(g, g.get_state()) for g in generators]
         self._torch_rng = torch.get_rng_state()
         # Only when CUDA is in use: querying it would otherwise initialize it.
@@ -197,6 +221,10 @@ class TrainingState:
                 module.training = training
         self._restore_optimizer()
         self._restore_scaler()
+        if self._restore_rngs and threading.current_thread() is threading.main_thread():
+            self._restore_generators()
+
+    def _restore_generators(self) -> None:
         for generator, state in self._generators:
             generator.set_state(state)
         torch.set_rng_state(self._torch_rng)
@@ -207,11 +235,17 @@ class TrainingState:
 
     def _restore_optimizer(self) -> None:
         optimizer = self.optimizer
-        for group, saved in zip(optimizer.param_groups, self._groups, strict=False):
+        for group, saved, tensors in zip(
+            optimizer.param_groups, self._groups, self._group_tensors, strict=False
+        ):
             for key in [k for k in group if k != "params" and k not in saved]:
                 del group[key]
             for key, value in saved.items():
-                group[key] = _put_back(group.get(key), value)
+                group[key] = _put_back(tensors.get(key, group.get(key)), value)
+        if self._opt_called is _ABSENT:
+            vars(optimizer).pop("_opt_called", None)
+        else:
+            optimizer._opt_called = self._opt_called  # type: ignore[attr-defined]
         current = dict(optimizer.state)
         optimizer.state.clear()
         for param, saved_state in self._opt_state.items():

@@ -8,8 +8,11 @@ Commands::
                         [--trial N] [--index I] -o FILE.png
 
 A storage is an RDB URL (``sqlite:///path.db``, ``postgresql://...``) or ``journal:PATH``
-for a journal file. A wrong URL or an unknown study name exits with status 2 and a message
-on stderr (no traceback). Messages go to the logger ``optuna.lrrange``, under optuna's own
+for a journal file. ``sweeps`` and ``plot`` only read: they never create or change a
+storage (a missing or empty file, or a database without Optuna's tables, is an error, not a
+new storage). A user error (a wrong URL, an unknown study name, an option out of range, an
+output path that cannot be written) exits with status 2 and a one-line message on stderr
+(no traceback). Messages go to the logger ``optuna.lrrange``, under optuna's own
 hierarchy, so ``optuna.logging.set_verbosity`` governs it (a logger outside the
 ``optuna.`` hierarchy would ignore it); ``--verbose`` shows them.
 """
@@ -41,14 +44,76 @@ class CLIError(Exception):
     """A user error: reported on stderr with exit status 2, without a traceback."""
 
 
-def _sqlite_path(url: str) -> Path | None:
-    prefix = "sqlite:///"
-    if not url.startswith(prefix):
+#: Tables every Optuna RDB storage holds; a reading command refuses a database without them
+#: rather than let Optuna create them.
+_OPTUNA_TABLES = ("studies", "version_info", "alembic_version")
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file an SQLite URL names, in any spelling (``sqlite:///rel.db``,
+    ``sqlite:////abs.db``, ``sqlite+pysqlite:///...``, ``sqlite:///file:x.db?uri=true``);
+    ``None`` for an in-memory database or a URL of another backend.
+
+    Raises:
+        CLIError: The URL cannot be parsed.
+    """
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception as e:
+        raise CLIError(f"cannot open storage {url!r}: {e}") from None
+    if parsed.get_backend_name() != "sqlite":
         return None
-    rest = url[len(prefix) :].split("?", 1)[0]
-    if rest in ("", ":memory:"):
+    database = parsed.database or ""
+    if database.startswith("file:"):  # an SQLite URI filename (with ?uri=true)
+        database = database[len("file:") :].split("?", 1)[0]
+        if database.startswith("//"):
+            database = database[2:]
+    if database in ("", ":memory:"):
         return None
-    return Path(rest)
+    return Path(database)
+
+
+def _check_readable_file(path: Path, url: str, what: str) -> None:
+    """Refuses a missing or empty storage file, before anything opens (and so creates) it."""
+    if not path.is_file():
+        raise CLIError(f"no {what} file at {str(path)!r} (from --storage {url!r}).")
+    if path.stat().st_size == 0:
+        raise CLIError(
+            f"--storage must name an existing Optuna storage, but {str(path)!r} is an empty "
+            f"file (from --storage {url!r})."
+        )
+
+
+def _check_optuna_schema(url: str) -> None:
+    """Refuses an RDB database that does not hold Optuna's tables, without writing to it.
+
+    ``RDBStorage`` would create the tables (and stamp a schema version) in any database it
+    opens; a reading command must leave a mistyped database as it found it.
+    """
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url)
+    except Exception as e:
+        raise CLIError(f"cannot open storage {url!r}: {_first_line(e)}") from None
+    try:
+        tables = set(sqlalchemy.inspect(engine).get_table_names())
+    except Exception as e:
+        raise CLIError(f"cannot open storage {url!r}: {_first_line(e)}") from None
+    finally:
+        engine.dispose()
+    missing = [name for name in _OPTUNA_TABLES if name not in tables]
+    if missing:
+        raise CLIError(
+            f"--storage must name an existing Optuna storage, but {url!r} holds no Optuna "
+            f"tables (missing: {', '.join(missing)})."
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
 def open_storage(url: str, *, create: bool = False) -> optuna.storages.BaseStorage:
@@ -56,8 +121,9 @@ def open_storage(url: str, *, create: bool = False) -> optuna.storages.BaseStora
 
     Args:
         url: An RDB URL or ``journal:PATH``.
-        create: Allow creating a new SQLite or journal file; reading commands pass
-            ``False`` so that a mistyped path is an error rather than a new empty file.
+        create: Allow creating a new storage. Reading commands pass ``False``: then a
+            missing or empty file, or a database without Optuna's tables, is an error, and
+            nothing is created or written (a mistyped path never becomes a new database).
 
     Raises:
         CLIError: The URL cannot be opened.
@@ -67,29 +133,86 @@ def open_storage(url: str, *, create: bool = False) -> optuna.storages.BaseStora
 
     if url.startswith("journal:"):
         path = Path(url[len("journal:") :])
-        if not create and not path.is_file():
-            raise CLIError(f"no journal file at {str(path)!r} (from --storage {url!r}).")
+        if create:
+            _make_parent(path, "--storage")
+        else:
+            _check_readable_file(path, url, "journal")
         try:
             return JournalStorage(JournalFileBackend(str(path)))
         except Exception as e:
             raise CLIError(f"cannot open journal storage {url!r}: {e}") from None
-    db = _sqlite_path(url)
-    if db is not None:
-        if create:
-            db.parent.mkdir(parents=True, exist_ok=True)
-        elif not db.is_file():
-            raise CLIError(f"no SQLite file at {str(db)!r} (from --storage {url!r}).")
     if "://" not in url:
         raise CLIError(
             f"--storage must be an RDB URL such as 'sqlite:///study.db' or 'journal:PATH', "
             f"but got {url!r}."
         )
+    db = _sqlite_file(url)
+    if create:
+        if db is not None:
+            _make_parent(db, "--storage")
+    else:
+        if db is not None:
+            _check_readable_file(db, url, "SQLite")
+        _check_optuna_schema(url)
     try:
         with _quiet_optuna():
-            return RDBStorage(url)
+            return RDBStorage(url, skip_table_creation=not create)
     except Exception as e:
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CLIError(f"cannot open storage {url!r}: {message}") from None
+        raise CLIError(f"cannot open storage {url!r}: {_first_line(e)}") from None
+
+
+def _make_parent(path: Path, option: str) -> None:
+    """Creates the folder ``path`` goes into; a clear error where it cannot be."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(
+            f"{option} must be a path whose folder can be created, but got {str(path)!r} "
+            f"({_os_reason(path, e)})."
+        ) from None
+
+
+def _blocking_file(folder: Path) -> Path | None:
+    """The nearest existing one of ``folder`` and its ancestors if it is not a folder (so
+    that ``folder`` cannot be created), else ``None``."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder if folder.exists() and not folder.is_dir() else None
+
+
+def _check_folder(folder: Path, option: str, given: str) -> None:
+    """Refuses, before any work, a folder that cannot be created (``given`` as typed)."""
+    blocking = _blocking_file(folder)
+    if blocking is not None:
+        raise CLIError(
+            f"{option} must be a path whose folder can be created, but got {given!r} "
+            f"({str(blocking)!r} is not a folder)."
+        )
+
+
+def _os_reason(path: Path, error: OSError) -> str:
+    """Why ``path`` could not be written: the ancestor that is not a folder, else the OS's
+    reason without the errno."""
+    blocking = _blocking_file(path.parent)
+    if blocking is not None:
+        return f"{str(blocking)!r} is not a folder"
+    return error.strerror or str(error)
+
+
+@contextlib.contextmanager
+def _writing(path: Path, option: str) -> Iterator[None]:
+    """Creates the folder ``path`` goes into; an ``OSError`` writing it becomes a
+    :class:`CLIError` naming the path."""
+    _make_parent(path, option)
+    try:
+        yield
+    except OSError as e:
+        raise CLIError(f"cannot write {option} {str(path)!r}: {_os_reason(path, e)}.") from None
+
+
+def _check_positive(value: int | None, option: str) -> None:
+    if value is not None and value < 1:
+        raise CLIError(f"`{option} >= 1` must hold, but got {value}.")
 
 
 @contextlib.contextmanager
@@ -131,9 +254,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from optuna_lrrange import _demo
 
     settings = _demo.QUICK if args.quick else _demo.FULL
+    _check_positive(args.n_trials, "--n-trials")
+    _check_folder(Path(args.out), "--out", args.out)
     if args.n_trials is not None:
-        if args.n_trials < 1:
-            raise CLIError(f"`--n-trials >= 1` must hold, but got {args.n_trials}.")
         settings = _demo.DemoSettings(
             n_trials=args.n_trials,
             epochs=settings.epochs,
@@ -156,7 +279,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         show_progress_bar=not args.no_progress,
     )
     elapsed = time.perf_counter() - start
-    plots = _demo.write_plots(study, args.out)
+    with _writing(Path(args.out) / "plot.png", "--out"):
+        plots = _demo.write_plots(study, args.out)
     print(_demo.summary(study, plots))
     print(f"\nRan {settings.n_trials} trials in {elapsed:.1f} s; storage: {args.storage}")
     return 0
@@ -171,32 +295,38 @@ def _cmd_sweeps(args: argparse.Namespace) -> int:
             "--format parquet needs pyarrow, which is not installed: `pip install pyarrow` "
             "(or use --format csv)."
         )
+    _check_positive(args.sma, "--sma")
+    if args.output == "-" and fmt != "csv":
+        raise CLIError("writing to stdout ('-o -') needs --format csv.")
+    if args.output != "-":
+        _check_folder(Path(args.output).parent, "-o", args.output)
     study = load_study(args.storage, args.study)
     from optuna_lrrange.analysis import sweeps_dataframe, sweeps_summary
 
     frame = sweeps_summary(study) if args.summary else sweeps_dataframe(study, sma=args.sma)
     out = args.output
     if out == "-":
-        if fmt != "csv":
-            raise CLIError("writing to stdout ('-o -') needs --format csv.")
         frame.to_csv(sys.stdout, index=False)
         return 0
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        frame.to_csv(out, index=False)
-    else:
-        frame.to_parquet(out, index=False)
+    with _writing(Path(out), "-o"):
+        if fmt == "csv":
+            frame.to_csv(out, index=False)
+        else:
+            frame.to_parquet(out, index=False)
     what = "sweeps" if args.summary else "sweep steps"
     print(f"wrote {len(frame)} rows ({what}) to {out}", file=sys.stderr)
     return 0
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
+    if args.trial is not None and args.kind in ("overlay", "bands"):
+        raise CLIError(f"--trial applies to --kind sweep and loss-change, not {args.kind}.")
+    _check_positive(args.dpi, "--dpi")
+    _check_image_format(args.output)
+    _check_folder(Path(args.output).parent, "-o", args.output)
     study = load_study(args.storage, args.study)
     import optuna_lrrange
 
-    if args.trial is not None and args.kind in ("overlay", "bands"):
-        raise CLIError(f"--trial applies to --kind sweep and loss-change, not {args.kind}.")
     try:
         if args.kind == "sweep":
             ax = optuna_lrrange.plot_sweep(study, trial=args.trial, index=args.index)
@@ -208,10 +338,25 @@ def _cmd_plot(args: argparse.Namespace) -> int:
             ax = optuna_lrrange.plot_bands(study, param_name=args.param_name)
     except ValueError as e:
         raise CLIError(str(e)) from None
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    cast("Figure", ax.figure).savefig(args.output, dpi=args.dpi)
+    with _writing(Path(args.output), "-o"):
+        cast("Figure", ax.figure).savefig(args.output, dpi=args.dpi)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
+
+
+def _check_image_format(output: str) -> None:
+    """Refuses, before any work, a file name whose extension matplotlib cannot write."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return  # the plot function raises the error that names the extra to install
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(output).suffix.lower().lstrip(".")
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if suffix and suffix not in formats:
+        raise CLIError(
+            f"-o must end in an image format matplotlib writes ({', '.join(formats)}), "
+            f"but got {output!r}."
+        )
 
 
 # --------------------------------------------------------------------------- parser

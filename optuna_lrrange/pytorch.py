@@ -8,14 +8,16 @@ Import it as ``optuna_lrrange.pytorch`` (``import optuna_lrrange`` never imports
     print(sweep.suggest().lr)
 
 The model, its buffers, the optimizer, a ``GradScaler`` and the random number generators
-are restored exactly afterwards (also when a step raises); :class:`TrainingState` and
-:func:`preserved` expose that snapshot for other uses.
+are restored exactly afterwards (also when a step raises; the generators, shared by all
+threads, only on the main thread); :class:`TrainingState` and :func:`preserved` expose
+that snapshot for other uses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 import contextlib
+import inspect
 from typing import Any
 
 try:
@@ -63,9 +65,12 @@ def range_test(
         loss_fn: ``loss_fn(model(x), y)`` gives the loss of a batch ``(x, y)``; both are
             moved to ``device`` first (tensors, and tuples, lists and dicts of them).
             The model runs in training mode (``model.train()`` when it is in eval mode).
-        loader: Any re-iterable of batches (a list, a ``DataLoader``). It is iterated
-            again when the sweep needs more batches than it holds (a shuffling
-            ``DataLoader`` reshuffles); it must yield at least one batch.
+        loader: Any re-iterable of batches (a list, a ``DataLoader``), not a one-shot
+            iterator (the sweep would use up its batches). It is iterated again when the
+            sweep needs more batches than it holds (a shuffling ``DataLoader``
+            reshuffles); it must yield at least one batch. A ``DataLoader`` with
+            ``persistent_workers`` gets a separate iterator and workers for the sweep, so
+            the iterator a training loop is using mid-epoch is left alone.
         config: The range-test settings; alternatively pass them as ``config_options``
             (``start_lr``, ``end_lr``, ``num_iter``, ``mode``, ``diverge_factor``,
             ``smooth_beta``), not both.
@@ -95,12 +100,28 @@ def range_test(
         TypeError: ``model`` is not an ``nn.Module``, ``optimizer`` not a torch
             optimizer, or a batch or loss has the wrong type.
         ValueError: Invalid settings, an optimizer without param groups or with group 0 at
-            rate 0, neither (or both of) ``loss_fn`` and ``step_fn``, no or an empty
+            rate 0, neither (or both of) ``loss_fn`` and ``step_fn``, ``loss_fn`` with an
+            optimizer whose ``step`` needs a closure (LBFGS), no, an empty or a one-shot
             ``loader``, or a loss that is not a scalar.
+        RuntimeError: ``loss_fn`` given while gradients are disabled (``torch.no_grad()``).
     """
     config = resolve_config(config, config_options)
     _check_arguments(model, optimizer, loss_fn, loader, step_fn, accumulation_steps)
     assert loader is not None
+    if isinstance(loader, Iterator):
+        # Checked before a batch is taken: the caller's iterator is left as it was found.
+        raise ValueError(
+            "`loader` must be re-iterable (a list or a DataLoader, not a one-shot "
+            f"iterator), but got {type(loader).__name__}: the sweep would use up the batches "
+            "that training needs; pass the DataLoader itself or a list of batches."
+        )
+    if step_fn is None and not torch.is_grad_enabled():
+        raise RuntimeError(
+            "gradients must be enabled for the range test's training steps, but it was called "
+            "under `torch.no_grad()` (or `torch.set_grad_enabled(False)`, or "
+            "`torch.inference_mode()`); run it, and `trial.suggest_float` for the rate of an "
+            "attached model, outside that block."
+        )
     groups = optimizer.param_groups
     base_lrs = [float(group["lr"]) for group in groups]
     if base_lrs[0] == 0:
@@ -176,6 +197,15 @@ def _check_arguments(
             "exactly one of `loss_fn` and `step_fn` must be given, but got "
             f"(loss_fn={loss_fn!r}, step_fn={step_fn!r})."
         )
+    if step_fn is None and _needs_closure(optimizer):
+        name = type(optimizer).__name__
+        raise ValueError(
+            f"with `loss_fn`, the optimizer's `step()` must take no closure, but {name}.step "
+            "requires one; pass `step_fn=` in place of `loss_fn`: a step that calls "
+            "`optimizer.step(closure)` and returns the loss, e.g. `def step_fn(batch): x, y = "
+            "batch; def closure(): optimizer.zero_grad(); loss = loss_fn(model(x), y); "
+            "loss.backward(); return loss; return optimizer.step(closure)`."
+        )
     if loader is None:
         raise ValueError("`loader` must be an iterable of batches, but got None.")
     if (
@@ -184,6 +214,16 @@ def _check_arguments(
         or accumulation_steps < 1
     ):
         raise ValueError(f"`accumulation_steps >= 1` must hold, but got {accumulation_steps!r}.")
+
+
+def _needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer.step`` requires a closure argument (LBFGS's does)."""
+    try:
+        parameters = inspect.signature(optimizer.step).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a step without a signature
+        return False
+    closure = parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 class _Batches:
@@ -209,7 +249,7 @@ class _Batches:
 
     def next_pass(self) -> Any:
         """The first batch of a new pass over the loader."""
-        self.iterator = iter(self.loader)
+        self.iterator = _own_iterator(self.loader)
         self.passes += 1
         try:
             return next(self.iterator)
@@ -228,6 +268,24 @@ class _Batches:
         self.iterator = iter(())
 
 
+def _own_iterator(loader: Iterable[Any]) -> Iterator[Any]:
+    """An iterator over ``loader`` that no one else holds.
+
+    A ``DataLoader`` with ``persistent_workers`` returns the same iterator from every
+    ``iter()``, reset to the start: a sweep in the middle of an epoch (a re-estimation every
+    few steps) would restart the training loop's epoch each time, and it would never end.
+    Such a loader gets an iterator of its own, with its own workers (started per pass and
+    shut down when the sweep lets go of it), from the method ``iter()`` itself calls.
+    """
+    if (
+        isinstance(loader, torch.utils.data.DataLoader)
+        and loader.persistent_workers
+        and loader.num_workers > 0
+    ):
+        return loader._get_iterator()
+    return iter(loader)
+
+
 def _pair(batch: Any) -> tuple[Any, Any]:
     """The ``(x, y)`` of a batch for ``loss_fn``; a clear error for anything else."""
     if not isinstance(batch, (list, tuple)) or len(batch) != 2:
@@ -242,6 +300,8 @@ def _pair(batch: Any) -> tuple[Any, Any]:
 def _to_device(obj: Any, device: torch.device) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.to(device, non_blocking=True)
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # a namedtuple
+        return type(obj)(*(_to_device(o, device) for o in obj))
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_device(o, device) for o in obj)
     if isinstance(obj, dict):

@@ -4,8 +4,9 @@ The best learning rate falls as training goes on. :class:`LRReestimator` re-runs
 range test from the current weights at chosen points of a training loop (every few epochs,
 every few steps, or when a validation loss stops improving), and moves the optimizer to the
 rate it suggests. The sweep goes through :func:`optuna_lrrange.pytorch.range_test`, which
-restores the model, its buffers, the optimizer state, every learning rate and the RNG
-states exactly, so the run continues bitwise as if the learning rate had been set by hand.
+restores the model, its buffers, the optimizer state, every learning rate and (on the
+main thread) the RNG states exactly, so the run continues bitwise as if the learning rate
+had been set by hand.
 
 Inside an Optuna trial every re-estimation is recorded on the trial next to the sampler's
 first sweep (``kind == "reestimate"`` in ``Sweep.info``), readable with
@@ -35,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 import math
+import numbers
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -172,8 +174,8 @@ class LRReestimator:
     ``every_steps`` and ``on_plateau`` (any that are set; at most one sweep per call) it runs
     a short range test from the current weights, from ``current / 10**span`` to
     ``current * 10**span``, and moves the optimizer to the rate the rule suggests. The
-    model, buffers, optimizer state and RNG states after the call are exactly those
-    before it; only the learning rate changed.
+    model, buffers, optimizer state and (on the main thread) RNG states after the call are
+    exactly those before it; only the learning rate changed.
 
     Args:
         model: The model being trained.
@@ -217,8 +219,10 @@ class LRReestimator:
         step_fn: Passed to :func:`optuna_lrrange.pytorch.range_test` (instead of
             ``loss_fn``).
         range_test_options: Further keyword arguments of
-            :func:`optuna_lrrange.pytorch.range_test` (``accumulation_steps``, ``scaler``,
-            ``autocast_dtype``, ``device``, ``snapshot_device``).
+            :func:`optuna_lrrange.pytorch.range_test`: only ``accumulation_steps``,
+            ``scaler``, ``autocast_dtype``, ``device``, ``snapshot_device`` (a re-estimation
+            always restores the training state, and the sweep's settings are this
+            constructor's). Every argument is checked here, not at the first re-estimation.
         config_options: Further :class:`~optuna_lrrange.RangeTestConfig` settings
             (``mode``, ``diverge_factor``, ``smooth_beta``).
 
@@ -269,11 +273,20 @@ class LRReestimator:
                 "one of `every_epochs`, `every_steps`, `on_plateau` must be set, but got "
                 "none; with no trigger, call `reestimate()` yourself."
             )
-        if not (isinstance(span, (int, float)) and math.isfinite(span) and span > 0):
+        if not (_is_number(span) and math.isfinite(span) and span > 0):
             raise ValueError(f"`span > 0` must hold, but got span={span!r}.")
-        if not plateau_threshold >= 0:
-            raise ValueError(f"`plateau_threshold >= 0` must hold, but got {plateau_threshold!r}.")
-        if max_change is not None and not (math.isfinite(max_change) and max_change > 1):
+        if not (
+            _is_number(plateau_threshold)
+            and math.isfinite(plateau_threshold)
+            and plateau_threshold >= 0
+        ):
+            raise ValueError(
+                f"`plateau_threshold >= 0` must hold, but got "
+                f"plateau_threshold={plateau_threshold!r}."
+            )
+        if max_change is not None and not (
+            _is_number(max_change) and math.isfinite(max_change) and max_change > 1
+        ):
             raise ValueError(f"`max_change > 1` must hold, but got max_change={max_change!r}.")
         if method is not None and method not in RULES:
             raise ValueError(
@@ -303,10 +316,12 @@ class LRReestimator:
             )
         if scheduler is not None:
             _scheduler_attrs(scheduler)  # fails early on an unsupported scheduler
-        if loss_fn is None and step_fn is None:
-            raise ValueError("one of `loss_fn`, `step_fn` must be given, but got neither.")
-        if loader is None:
-            raise ValueError("`loader` must be given, but got None.")
+        _check_training_objects(model, optimizer, loss_fn, loader, step_fn, range_test_options)
+        if scheduler is not None and getattr(scheduler, "optimizer", None) is not optimizer:
+            raise ValueError(
+                "`scheduler` must drive `optimizer` (scheduler.optimizer is optimizer), but it "
+                "drives another optimizer."
+            )
         if trial is not None:
             _check_trial(trial)
         # Validates num_iter and the config options now rather than at the first sweep.
@@ -411,6 +426,16 @@ class LRReestimator:
             raise ValueError(
                 f"the current learning rate must be positive and finite, but got {previous!r}."
             )
+        trial = self.trial if self.trial is not None and _is_live_trial(self.trial) else None
+        if trial is not None:
+            # Checked before the sweep: a re-estimation that cannot be recorded changes nothing.
+            state = trial.study._storage.get_trial(trial._trial_id).state
+            if state.is_finished():
+                raise RuntimeError(
+                    f"the trial must be running to record a re-estimation on it, but trial "
+                    f"{trial.number} is {state.name}; re-estimate before `study.tell`, or "
+                    "pass trial=None to keep the re-estimations in `history` only."
+                )
         config = RangeTestConfig(
             start_lr=previous / 10**self.span,
             end_lr=previous * 10**self.span,
@@ -445,26 +470,20 @@ class LRReestimator:
         }
         if fallback_from is not None:
             info["fallback_from"] = fallback_from
-        chosen = previous
+        chosen, move = previous, False
         if suggestion.lr is None:
             info["kept_reason"] = suggestion.reason
         elif suggestion.lr > previous and not self.allow_increase:
             info["kept_reason"] = WOULD_RAISE
             info["refused_lr"] = float(suggestion.lr)
         else:
-            chosen = float(suggestion.lr)
+            chosen, move = float(suggestion.lr), True
             if self.max_change is not None:
                 bounded = min(max(chosen, previous / self.max_change), previous * self.max_change)
                 if bounded != chosen:
                     info["clamped_from"] = chosen
                     chosen = bounded
-            if self.apply == "set":
-                _set_rate(self.optimizer, chosen)
-            else:
-                scale_scheduler(self.scheduler, chosen / previous)
-                _set_rate(self.optimizer, chosen)  # group 0 exactly, ratios kept
         info["chosen_lr"] = chosen
-        trial = self.trial if self.trial is not None and _is_live_trial(self.trial) else None
         if trial is not None:
             info["trial_number"] = trial.number
             info["trial_id"] = trial._trial_id
@@ -472,7 +491,14 @@ class LRReestimator:
         if trial is not None:
             from optuna_lrrange._records import write_sweep
 
+            # Recorded before the rate moves: if the write fails, the run is unchanged.
             write_sweep(trial.study._storage, trial._trial_id, sweep, suggestion)
+        if move:
+            if self.apply == "set":
+                _set_rate(self.optimizer, chosen)
+            else:
+                scale_scheduler(self.scheduler, chosen / previous)
+                _set_rate(self.optimizer, chosen)  # group 0 exactly, ratios kept
         record = Reestimation(step, epoch, sweep, suggestion, chosen)
         self.history.append(record)
         self.extra_steps += len(sweep)
@@ -493,6 +519,57 @@ def _due(count: int | None, every: int | None, last: int | None) -> bool:
         and count % every == 0
         and count != last
     )
+
+
+def _is_number(value: Any) -> bool:
+    """Whether ``value`` is a real number (and not a bool or a string)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+#: The keyword arguments of ``range_test`` that ``range_test_options`` may set; the others
+#: (the model, optimizer, loss, data, ``config``, ``restore``) are the re-estimator's own.
+_RANGE_TEST_OPTIONS = (
+    "accumulation_steps",
+    "autocast_dtype",
+    "device",
+    "scaler",
+    "snapshot_device",
+)
+
+
+def _check_training_objects(
+    model: Any,
+    optimizer: Any,
+    loss_fn: Any,
+    loader: Any,
+    step_fn: Any,
+    range_test_options: Any,
+) -> None:
+    """Refuses, at construction, what would otherwise fail at the first re-estimation."""
+    from optuna_lrrange.pytorch import _check_arguments
+
+    if range_test_options is not None:
+        if not isinstance(range_test_options, Mapping):
+            raise TypeError(
+                "`range_test_options` must be a mapping of range_test keyword arguments, but "
+                f"got {type(range_test_options).__name__}."
+            )
+        unknown = sorted(set(range_test_options) - set(_RANGE_TEST_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"`range_test_options` must be among {list(_RANGE_TEST_OPTIONS)}, but got "
+                f"{unknown}: the rest is LRReestimator's own (it always restores the training "
+                "state, and the sweep's settings are its keyword arguments)."
+            )
+    accumulation_steps = (range_test_options or {}).get("accumulation_steps", 1)
+    _check_arguments(model, optimizer, loss_fn, loader, step_fn, accumulation_steps)
+    for name, function in (("loss_fn", loss_fn), ("step_fn", step_fn)):
+        if function is not None and not callable(function):
+            raise TypeError(f"`{name}` must be callable, but got {type(function).__name__}.")
+    if not isinstance(loader, Iterable):
+        raise TypeError(
+            f"`loader` must be an iterable of batches, but got {type(loader).__name__}."
+        )
 
 
 def _is_live_trial(trial: Any) -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 import math
+import numbers
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -98,7 +99,7 @@ def _pick_trial(
                 return t, read_trial_records(t)
         raise ValueError(
             f"`trial` must be the number of a trial of the study (0..{len(trials) - 1}), "
-            f"but got {number}."
+            f"but got {number!r}."
         )
     candidates = [t for t in trials if _has_records(t)]
     ranked: list[FrozenTrial] = []
@@ -130,6 +131,11 @@ def _resolve(source: SweepSource, trial: int | None, index: int) -> _Resolved:
     """The sweep that ``source`` (a Sweep, FrozenTrial or Study) and ``trial``, ``index`` name."""
     import optuna
 
+    if trial is not None and (not isinstance(trial, numbers.Integral) or isinstance(trial, bool)):
+        raise TypeError(
+            f"`trial` must be an int (a trial number) or None, but got "
+            f"{type(trial).__name__} {trial!r}."
+        )
     if isinstance(source, Sweep):
         if trial is not None:
             raise ValueError(f"`trial` must be None when `source` is a Sweep, but got {trial}.")

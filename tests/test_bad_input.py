@@ -8,7 +8,11 @@ Every row is ``(id, callable, expected, message regex)``. ``expected`` is what a
   with a ``RecordWarning``, never a crash);
 * ``REASON``: the callable runs a study; the trial still COMPLETEs, with the message in its
   ``lrrange:reason`` user attribute (a failed sweep never fails a trial);
-* ``LOGGED``: the trial completes and the message is logged on ``optuna.lrrange``.
+* ``LOGGED``: the trial completes and the message is logged on ``optuna.lrrange``;
+* ``EXIT_2``: the callable runs the ``optuna-lrrange`` command, which exits with status 2
+  and a one-line message (no traceback) and creates or changes no file;
+* ``ACCEPTED``: input that used to fail and is now handled; the callable returns what came
+  of it, which the regex describes.
 
 Covered: the learning rate suggested as an int, a categorical, a linear float, a stepped
 float, a log float with a non-positive low bound (Optuna's own message); range-test
@@ -33,16 +37,30 @@ number or chosen rate, a record key renamed to ``lrrange:sweep:007``; all but th
 the step count and the info fields also through every reader: both frames, the four plots'
 data and drawing, and the CLI's ``sweeps`` and ``plot``); a user's
 ``sweep_fn`` returning a non-Sweep or a step returning ``None``; ``LRReestimator`` with no
-trigger or a trigger < 1.
+trigger or a trigger < 1, a model or optimizer of the wrong type, ``range_test_options``
+that set what it owns, a string for ``plateau_threshold`` or ``max_change``; inputs given
+as a namedtuple; LBFGS without ``step_fn``; the rate suggested under ``torch.no_grad()``;
+``scheduler.step()`` before ``optimizer.step()`` after a sweep; ``plot_sweep`` with a
+string trial number; the command line given a mistyped SQLite URL, an empty SQLite or
+journal file, another program's database, an output under a regular file or in ``/proc``,
+an unknown image format, ``--sma 0`` or ``--dpi 0``. Also: a one-shot iterator as a
+loader, a sweep whose info holds a ``torch.device``, a ``GridSampler`` base that ignores the
+band, a malformed stored band, an ``LRRangeSampler`` inside another, a re-estimation after
+``study.tell``.
 """
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Callable, Iterator
+import contextlib
+import io
 import json
 import logging
 from pathlib import Path
 import re
+import sqlite3
+import sys
 from typing import Any
 import warnings
 
@@ -54,6 +72,7 @@ import torch
 import optuna_lrrange as ol
 from optuna_lrrange import RangeTestConfig, run_range_test, suggest
 from optuna_lrrange._records import RecordWarning, encode, read_records
+from optuna_lrrange.cli import main as cli_main
 from optuna_lrrange.pytorch import range_test
 from optuna_lrrange.reestimate import LRReestimator
 
@@ -69,6 +88,8 @@ def _quiet_optuna() -> Iterator[None]:
 
 REASON = "recorded reason"
 LOGGED = "logged warning"
+EXIT_2 = "exit status 2"
+ACCEPTED = "accepted"
 
 LRS = [1e-5 * 10 ** (i / 10) for i in range(30)]
 LOSSES = [1.0 - 0.01 * i for i in range(30)]
@@ -325,6 +346,160 @@ def reestimator(**kwargs: Any) -> Callable[[Path], Any]:
         return LRReestimator(model, optimizer, mse, batches, **kwargs)
 
     return build
+
+
+def sweep_fn_with_info(info: dict[str, Any]) -> Callable[[Path], Any]:
+    """A study whose sweep function returns a good sweep carrying ``info``."""
+
+    def sweep_fn(config: RangeTestConfig) -> ol.Sweep:
+        sweep = good_sweep(config)
+        return ol.Sweep(sweep.lrs, sweep.losses, sweep.stop_reason, sweep.config, info)
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=sweep_fn)
+        return trial.suggest_float("lr", 1e-6, 1.0, log=True)
+
+    return lambda tmp_path: run_trial(objective, storage=f"sqlite:///{tmp_path / 's.db'}")
+
+
+def grid_base_sampler(tmp_path: Path) -> Any:
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=good_sweep)
+        return trial.suggest_float("lr", 1e-6, 1.0, log=True)
+
+    grid = optuna.samplers.GridSampler({"lr": [1e-6]})
+    with pytest.warns(UserWarning, match="out of range"):  # GridSampler's own notice
+        return run_trial(objective, ol.LRRangeSampler(grid, num_iter=20))
+
+
+def malformed_band_reused(tmp_path: Path) -> Any:
+    """Trial 0's stored band is ``[0.01]``; trial 1 would reuse it (``sweep_every=3``)."""
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=good_sweep)
+        lr = trial.suggest_float("lr", 1e-6, 1.0, log=True)
+        if trial.number == 0:
+            trial.set_user_attr("lrrange:band", [0.01])
+        return lr
+
+    sampler = ol.LRRangeSampler(optuna.samplers.RandomSampler(seed=0), num_iter=20, sweep_every=3)
+    study = optuna.create_study(sampler=sampler)
+    study.optimize(objective, n_trials=2)
+    return study.trials[-1]
+
+
+def reestimate_after_tell(tmp_path: Path) -> Any:
+    study = optuna.create_study()
+    trial = study.ask()
+    model, optimizer, batches = tiny()
+    reest = LRReestimator(model, optimizer, mse, batches, every_epochs=1, trial=trial)
+    study.tell(trial, 0.0)
+    return reest.reestimate()
+
+
+def cli(*args: str) -> Callable[[Path], tuple[int, str]]:
+    """``optuna-lrrange ARGS`` run in ``tmp_path``; its exit status and stderr.
+
+    ``{url}`` is an SQLite study 's' with a sweep; ``{tmp}`` the folder, which also holds a
+    regular file ``file``, empty files ``empty.db`` and ``empty.log``, and ``other.db``, an
+    SQLite database of another program. The command must leave every file as it was.
+    """
+
+    def run(tmp_path: Path) -> tuple[int, str]:
+        study = study_with_record(tmp_path, encode(good_sweep(RangeTestConfig(num_iter=20)))[0])
+        (tmp_path / "file").write_text("a file, not a folder")
+        (tmp_path / "empty.db").touch()
+        (tmp_path / "empty.log").touch()
+        with contextlib.closing(sqlite3.connect(tmp_path / "other.db")) as db, db:
+            db.execute("create table notes (text)")
+        url = f"sqlite:///{tmp_path / 'study.db'}"
+        argv = [a.format(tmp=tmp_path, url=url, study=study.study_name) for a in args]
+        if any(a.startswith("/proc/") for a in argv) and not sys.platform.startswith("linux"):
+            pytest.skip("/proc is Linux's")  # pragma: no cover
+        before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            code = cli_main(argv)
+        after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.iterdir()}
+        assert after == before, "a failed command must create or change no file"
+        return code, err.getvalue()
+
+    return run
+
+
+def reading(*args: str) -> Callable[[Path], tuple[int, str]]:
+    """``optuna-lrrange sweeps --storage ARGS[0] --study s -o -``, for storage errors."""
+    return cli("sweeps", "--storage", *args, "--study", "s", "-o", "-")
+
+
+def exporting(*args: str) -> Callable[[Path], tuple[int, str]]:
+    """``optuna-lrrange sweeps`` of the good study with ``ARGS``."""
+    return cli("sweeps", "--storage", "{url}", "--study", "{study}", *args)
+
+
+def plotting(*args: str) -> Callable[[Path], tuple[int, str]]:
+    """``optuna-lrrange plot --kind bands`` of the good study with ``ARGS``."""
+    return cli("plot", "--storage", "{url}", "--study", "{study}", "--kind", "bands", *args)
+
+
+Pair = namedtuple("Pair", ["a", "b"])
+
+
+class PairModel(torch.nn.Module):
+    """A model whose input is a namedtuple, read by field name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 1), torch.nn.Linear(4, 1)
+        self.seen: list[str] = []
+
+    def forward(self, inputs: Pair) -> torch.Tensor:
+        self.seen.append(type(inputs).__name__)
+        return self.a(inputs.a) + self.b(inputs.b)
+
+
+def namedtuple_inputs(tmp_path: Path) -> str:
+    model, x, y = PairModel(), torch.randn(16, 4), torch.randn(16, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = [(Pair(x, x * 2), y)]
+    sweep = range_test(model, optimizer, mse, batches, num_iter=10, accumulation_steps=2)
+    return f"{len(sweep)} steps; the model got {sorted(set(model.seen))}"
+
+
+def lbfgs_range_test(tmp_path: Path) -> Any:
+    model, _, batches = tiny()
+    return range_test(model, torch.optim.LBFGS(model.parameters()), mse, batches, num_iter=10)
+
+
+def attach_lbfgs(tmp_path: Path) -> Any:
+    def objective(trial: optuna.Trial) -> float:
+        model, _, batches = tiny()
+        ol.attach(trial, model, torch.optim.LBFGS(model.parameters()), mse, batches)
+        return trial.suggest_float("lr", 1e-6, 1.0, log=True)
+
+    return run_trial(objective)
+
+
+def suggest_under_no_grad(tmp_path: Path) -> Any:
+    def objective(trial: optuna.Trial) -> float:
+        model, optimizer, batches = tiny()
+        ol.attach(trial, model, optimizer, mse, batches)
+        with torch.no_grad():
+            return trial.suggest_float("lr", 1e-6, 1.0, log=True)
+
+    return run_trial(objective)
+
+
+def plot_sweep_trial_as_str(tmp_path: Path) -> Any:
+    study = study_with_record(tmp_path, encode(good_sweep(RangeTestConfig(num_iter=20)))[0])
+    return ol.plot_sweep(study, trial="0")  # type: ignore[arg-type]
+
+
+def scheduler_step_first_after_a_sweep(tmp_path: Path) -> None:
+    model, optimizer, batches = tiny()
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2)
+    range_test(model, optimizer, mse, batches, num_iter=10)
+    scheduler.step()  # before any optimizer.step() of the user's: torch must still warn
 
 
 # ------------------------------------------------------------------------- the catalogue
@@ -720,6 +895,13 @@ CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
         TypeError,
         r"`step_fn` must return the loss as a float or a 0-d tensor, but got str",
     ),
+    (
+        "range_test_one_shot_iterator",
+        torch_range_test(loader=iter([(torch.zeros(16, 4), torch.zeros(16, 1))] * 48)),
+        ValueError,
+        r"`loader` must be re-iterable \(a list or a DataLoader, not a one-shot iterator\), "
+        r"but got list_iterator",
+    ),
     # --- records in storage
     (
         "future_schema",
@@ -881,6 +1063,33 @@ CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
         REASON,
         r"^sweep_failed: TypeError: `step` must return the loss as a float",
     ),
+    (
+        "sweep_fn_info_not_json",
+        sweep_fn_with_info({"device": torch.device("cpu")}),
+        REASON,
+        r"^sweep_failed: TypeError: a sweep record holds only JSON-native values, but got "
+        r"device\(type='cpu'\)",
+    ),
+    (
+        "base_sampler_ignores_the_band",
+        grid_base_sampler,
+        REASON,
+        r"^base_outside_band: GridSampler returned 1e-06 outside \[",
+    ),
+    (
+        "stored_band_malformed",
+        malformed_band_reused,
+        LOGGED,
+        r"^Trial 1: skipped trial 0's band, which is malformed \(`lrrange:band` must be None "
+        r"or \[low, high\] with 0 < low < high, but got \[0\.01\]\)",
+    ),
+    (
+        "sampler_inside_sampler",
+        lambda p: ol.LRRangeSampler(ol.LRRangeSampler()),
+        ValueError,
+        r"`base_sampler` must not be or wrap an LRRangeSampler \(every trial would sweep "
+        r"twice\), but got LRRangeSampler",
+    ),
     # --- LRReestimator
     (
         "reestimator_no_trigger",
@@ -895,10 +1104,156 @@ CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
         r"`every_epochs >= 1` must hold, but got every_epochs=0",
     ),
     (
+        "reestimate_after_tell",
+        reestimate_after_tell,
+        RuntimeError,
+        r"the trial must be running to record a re-estimation on it, but trial 0 is COMPLETE",
+    ),
+    (
         "reestimator_start_lr",
         reestimator(every_epochs=1, start_lr=1e-4),
         ValueError,
         r"`start_lr` is set from the current rate and `span`, but got start_lr=0\.0001",
+    ),
+    (
+        "reestimator_model_str",
+        lambda p: LRReestimator("x", tiny()[1], mse, tiny()[2], every_epochs=1),
+        TypeError,
+        r"`model` must be a torch\.nn\.Module, but got str\.$",
+    ),
+    (
+        "reestimator_optimizer_none",
+        lambda p: LRReestimator(tiny()[0], None, mse, tiny()[2], every_epochs=1),
+        TypeError,
+        r"`optimizer` must be a torch\.optim\.Optimizer, but got NoneType\.$",
+    ),
+    (
+        "reestimator_range_test_options_restore_false",
+        reestimator(every_epochs=1, range_test_options={"restore": False}),
+        ValueError,
+        r"`range_test_options` must be among \[.*\], but got \['restore'\]: the rest is "
+        r"LRReestimator's own \(it always restores the training state",
+    ),
+    (
+        "reestimator_plateau_threshold_str",
+        reestimator(on_plateau=2, plateau_threshold="a"),
+        ValueError,
+        r"`plateau_threshold >= 0` must hold, but got plateau_threshold='a'\.$",
+    ),
+    (
+        "reestimator_max_change_str",
+        reestimator(every_epochs=1, max_change="2"),
+        ValueError,
+        r"`max_change > 1` must hold, but got max_change='2'\.$",
+    ),
+    # --- PyTorch specifics
+    (
+        "namedtuple_inputs",
+        namedtuple_inputs,
+        ACCEPTED,
+        r"^10 steps; the model got \['Pair'\]$",
+    ),
+    (
+        "range_test_lbfgs_without_step_fn",
+        lbfgs_range_test,
+        ValueError,
+        r"with `loss_fn`, the optimizer's `step\(\)` must take no closure, but LBFGS\.step "
+        r"requires one; pass `step_fn=` in place of `loss_fn`: a step that calls "
+        r"`optimizer\.step\(closure\)` and returns the loss, e\.g\. `def step_fn\(batch\)",
+    ),
+    (
+        "attach_lbfgs_without_step_fn",
+        attach_lbfgs,
+        ValueError,
+        r"LBFGS\.step requires one; pass `step_fn=` in place of `loss_fn`",
+    ),
+    (
+        "rate_suggested_under_no_grad",
+        suggest_under_no_grad,
+        REASON,
+        r"^sweep_failed: RuntimeError: gradients must be enabled for the range test's training "
+        r"steps, but it was called under `torch\.no_grad\(\)`",
+    ),
+    (
+        "scheduler_step_first_after_a_sweep",
+        scheduler_step_first_after_a_sweep,
+        UserWarning,
+        r"Detected call of `lr_scheduler\.step\(\)` before `optimizer\.step\(\)`",
+    ),
+    (
+        "plot_sweep_trial_as_str",
+        plot_sweep_trial_as_str,
+        TypeError,
+        r"`trial` must be an int \(a trial number\) or None, but got str '0'\.$",
+    ),
+    # --- the command line (each a one-line message and exit status 2; no file changes)
+    (
+        "cli_sqlite_typo",
+        reading("sqlite+pysqlite:///{tmp}/typo.db"),
+        EXIT_2,
+        r"no SQLite file at '.*typo\.db' \(from --storage 'sqlite\+pysqlite:///",
+    ),
+    (
+        "cli_sqlite_uri_typo",
+        reading("sqlite:///file:{tmp}/typo.db?uri=true"),
+        EXIT_2,
+        r"no SQLite file at '.*typo\.db'",
+    ),
+    (
+        "cli_empty_sqlite_file",
+        reading("sqlite:///{tmp}/empty.db"),
+        EXIT_2,
+        r"--storage must name an existing Optuna storage, but '.*empty\.db' is an empty file",
+    ),
+    (
+        "cli_empty_journal_file",
+        reading("journal:{tmp}/empty.log"),
+        EXIT_2,
+        r"--storage must name an existing Optuna storage, but '.*empty\.log' is an empty file",
+    ),
+    (
+        "cli_database_of_another_program",
+        reading("sqlite:///{tmp}/other.db"),
+        EXIT_2,
+        r"--storage must name an existing Optuna storage, but 'sqlite:///.*other\.db' holds no "
+        r"Optuna tables \(missing: studies, version_info, alembic_version\)\.$",
+    ),
+    (
+        "cli_output_under_a_file",
+        exporting("-o", "{tmp}/file/sweeps.csv"),
+        EXIT_2,
+        r"-o must be a path whose folder can be created, but got '.*/file/sweeps\.csv' "
+        r"\('.*/file' is not a folder\)\.$",
+    ),
+    (
+        "cli_output_in_proc",
+        exporting("-o", "/proc/sweeps.csv"),
+        EXIT_2,
+        r"cannot write -o '/proc/sweeps\.csv': ",
+    ),
+    (
+        "cli_plot_output_in_proc",
+        plotting("-o", "/proc/bands.png"),
+        EXIT_2,
+        r"cannot write -o '/proc/bands\.png': ",
+    ),
+    (
+        "cli_plot_unknown_format",
+        plotting("-o", "{tmp}/bands.xyz"),
+        EXIT_2,
+        r"-o must end in an image format matplotlib writes \(.*png.*\), but got '.*bands\.xyz'",
+    ),
+    (
+        "cli_sma_0",
+        exporting("--sma", "0", "-o", "-"),
+        EXIT_2,
+        r"`--sma >= 1` must hold, but got 0\.$",
+    ),
+    (
+        "cli_dpi_0",
+        plotting("--dpi", "0", "-o", "{tmp}/bands.png"),
+        EXIT_2,
+        r"`--dpi >= 1` must hold, but got 0\.$",
     ),
 ]
 
@@ -934,6 +1289,13 @@ def test_bad_input_is_answered_clearly(
             logger.removeHandler(handler)
         assert trial.state == TrialState.COMPLETE
         assert any(re.search(message, r.getMessage()) for r in records), records
+    elif expected == EXIT_2:
+        code, err = call(tmp_path)
+        assert code == 2 and err.startswith("optuna-lrrange: error: "), err
+        assert err.count("\n") == 1, err  # one line, no traceback
+        assert re.search(message, err.strip()), err
+    elif expected == ACCEPTED:
+        assert re.search(message, call(tmp_path))
     elif issubclass(expected, Warning):
         with pytest.warns(expected, match=message):
             call(tmp_path)

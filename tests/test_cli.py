@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+from pathlib import Path
+import sqlite3
 import subprocess
 import sys
+import uuid
 
 import optuna
 import pandas as pd
@@ -95,6 +99,183 @@ def test_plot_errors_exit_2(stored, tmp_path, capsys):
     assert "must hold at least one sweep record" in capsys.readouterr().err
     assert main([*base, "--study", "s", "--kind", "bands", "--trial", "1"]) == 2
     assert "--trial applies to" in capsys.readouterr().err
+
+
+#: Every spelling of an SQLite file URL (relative to the working folder, and absolute), and a
+#: journal file: a reading command given one that names no storage must not create it.
+STORAGE_SPELLINGS = [
+    "sqlite:///{name}.db",
+    "sqlite+pysqlite:///{name}.db",
+    "sqlite:///file:{name}.db?uri=true",
+    "sqlite:///{tmp}/{name}.db",
+    "sqlite+pysqlite:///{tmp}/{name}.db",
+    "journal:{name}.log",
+    "journal:{tmp}/{name}.log",
+]
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file in ``folder``: its bytes and modification time (ns)."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("command", ["sweeps", "plot"])
+@pytest.mark.parametrize("spelling", STORAGE_SPELLINGS)
+def test_a_reading_command_creates_no_storage(tmp_path, monkeypatch, capsys, spelling, command):
+    monkeypatch.chdir(tmp_path)
+    url = spelling.format(name="typo", tmp=tmp_path)
+    args = [command, "--storage", url, "--study", "s", "-o", str(tmp_path / "out" / "x.png")]
+    if command == "plot":
+        args += ["--kind", "bands"]
+    assert main(args) == 2
+    what = "journal" if url.startswith("journal:") else "SQLite"
+    assert f"no {what} file at" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no database, journal, lock or output folder
+
+
+@pytest.mark.parametrize("spelling", STORAGE_SPELLINGS)
+def test_a_reading_command_leaves_an_empty_file_unchanged(tmp_path, monkeypatch, capsys, spelling):
+    monkeypatch.chdir(tmp_path)
+    url = spelling.format(name="empty", tmp=tmp_path)
+    empty = tmp_path / ("empty.log" if url.startswith("journal:") else "empty.db")
+    empty.touch()
+    os.utime(empty, ns=(1_000_000_000, 1_000_000_000))  # any write would move the mtime
+    before = _snapshot(tmp_path)
+    assert main(["sweeps", "--storage", url, "--study", "s", "-o", "x.csv"]) == 2
+    err = capsys.readouterr().err
+    assert "--storage must name an existing Optuna storage" in err and "is an empty file" in err
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_reading_command_adds_no_tables_to_another_database(tmp_path, capsys):
+    db = tmp_path / "other.db"
+    with contextlib.closing(sqlite3.connect(db)) as connection, connection:
+        connection.execute("create table notes (text)")
+    os.utime(db, ns=(1_000_000_000, 1_000_000_000))
+    before = _snapshot(tmp_path)
+    assert main(["sweeps", "--storage", f"sqlite:///{db}", "--study", "s", "-o", "-"]) == 2
+    assert (
+        f"but 'sqlite:///{db}' holds no Optuna tables (missing: studies, version_info, "
+        "alembic_version)" in capsys.readouterr().err
+    )
+    assert _snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_reading_command_leaves_a_study_unchanged(stored, tmp_path, kind):
+    folder = tmp_path / "storage"
+    folder.mkdir()
+    if kind == "sqlite":
+        db = folder / "copy.db"
+        db.write_bytes(Path(stored[len("sqlite:///") :]).read_bytes())
+        url = f"sqlite:///{db}"
+    else:
+        db = folder / "copy.log"
+        url = f"journal:{db}"
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(db))
+        )
+        optuna.copy_study(from_study_name="s", from_storage=stored, to_storage=storage)
+    os.utime(db, ns=(1_000_000_000, 1_000_000_000))
+    before = _snapshot(folder)
+    assert main(["sweeps", "--storage", url, "--study", "s", "-o", "-"]) == 0
+    out = tmp_path / "plot.png"
+    assert main(["plot", "--storage", url, "--study", "s", "--kind", "bands", "-o", str(out)]) == 0
+    assert _snapshot(folder) == before  # no byte, no time stamp, no lock file
+
+
+def test_a_reading_command_adds_no_tables_to_a_server_database(capsys):
+    """On a server, the database a mistyped URL names may exist: it must stay empty."""
+    from _servers import _server_url
+    import sqlalchemy
+
+    server = sqlalchemy.engine.make_url(
+        _server_url("OPTUNA_LRRANGE_TEST_POSTGRES_URL", "PostgreSQL")
+    )
+    name = f"lrrange_cli_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f"create database {name}"))
+        url = server.set(database=name).render_as_string(hide_password=False)
+        assert main(["sweeps", "--storage", url, "--study", "s", "-o", "-"]) == 2
+        assert "holds no Optuna tables" in capsys.readouterr().err
+        engine = sqlalchemy.create_engine(url)
+        try:
+            assert sqlalchemy.inspect(engine).get_table_names() == []
+        finally:
+            engine.dispose()
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sqlalchemy.text(f"drop database if exists {name} with (force)"))
+        admin.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ["sweeps", "-o", "{file}/x.csv"],
+            "-o must be a path whose folder can be created, but got '{file}/x.csv' "
+            "('{file}' is not a folder).",
+            id="sweeps_output_under_a_file",
+        ),
+        pytest.param(
+            ["sweeps", "-o", "{file}/a/b/x.csv"],
+            "('{file}' is not a folder).",
+            id="sweeps_output_deep_under_a_file",
+        ),
+        pytest.param(
+            ["plot", "--kind", "bands", "-o", "{file}/x.png"],
+            "('{file}' is not a folder).",
+            id="plot_output_under_a_file",
+        ),
+        pytest.param(
+            ["sweeps", "-o", "/proc/x.csv"], "cannot write -o '/proc/x.csv': ", id="sweeps_proc"
+        ),
+        pytest.param(
+            ["plot", "--kind", "bands", "-o", "/proc/x.png"],
+            "cannot write -o '/proc/x.png': ",
+            id="plot_proc",
+        ),
+        pytest.param(
+            ["plot", "--kind", "bands", "-o", "{tmp}/out.xyz"],
+            "-o must end in an image format matplotlib writes (",
+            id="plot_unknown_format",
+        ),
+        pytest.param(
+            ["sweeps", "--sma", "0", "-o", "-"], "`--sma >= 1` must hold, but got 0.", id="sma_0"
+        ),
+        pytest.param(
+            ["plot", "--kind", "bands", "--dpi", "0", "-o", "{tmp}/a.png"],
+            "`--dpi >= 1` must hold, but got 0.",
+            id="dpi_0",
+        ),
+        pytest.param(
+            ["demo", "--quick", "--storage", "sqlite:///{file}/demo.db"],
+            "--storage must be a path whose folder can be created",
+            id="demo_storage_under_a_file",
+        ),
+        pytest.param(
+            ["demo", "--quick", "--out", "{file}/plots"],
+            "--out must be a path whose folder can be created, but got '{file}/plots'",
+            id="demo_out_under_a_file",
+        ),
+    ],
+)
+def test_bad_options_and_outputs_exit_2_with_one_line(stored, tmp_path, capsys, args, message):
+    regular = tmp_path / "regular"
+    regular.write_text("a file, not a folder")
+    if args[0] == "sweeps" or args[0] == "plot":
+        args = [args[0], "--storage", stored, "--study", "s", *args[1:]]
+    args = [a.format(file=regular, tmp=tmp_path) for a in args]
+    if sys.platform != "linux" and "/proc/" in " ".join(args):  # pragma: no cover
+        pytest.skip("/proc is Linux's")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("optuna-lrrange: error: ") and err.count("\n") == 1, err
+    assert message.format(file=regular, tmp=tmp_path) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["regular"]  # nothing written
 
 
 def test_the_installed_command_reports_errors_without_traceback(tmp_path):

@@ -7,10 +7,15 @@ Covered here, on SQLite files (real ``RDBStorage``) and real torch models, no mo
   (``heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback``) the dead trial turns
   FAIL and is retried when another worker next calls ``optimize()``, and the retry sweeps
   its own model.
-* A worker killed after its sweep was recorded (while "training"): the retry inherits the
+* A worker killed after its rate was stored (while "training"): the retry inherits the
   dead attempt's user attributes and its rate; ``attach`` accepts that fixed rate;
   ``get_sweeps(retry)`` returns only the retry's own sweep, ``inherited=True`` adds the
   dead attempt's, and ``sweeps_dataframe`` / ``sweeps_summary`` count every sweep once.
+* A worker killed after its sweep was recorded but before Optuna stored the rate: the retry
+  inherits the record but no rate, so it sweeps again; ``get_sweeps(retry)`` returns its
+  own sweep only.
+* A trial that never got a heartbeat (its worker killed in its first milliseconds) is never
+  failed by Optuna's stale-trial check; ``study.tell(number, state=FAIL)`` ends it.
 * Workers killed at random moments while recording sweeps in a tight loop never leave a
   half or undecodable record, nor a band summary without its sweep; the SQLite file passes
   ``PRAGMA integrity_check``.
@@ -76,7 +81,16 @@ WORKER = (
 
     url, mode, marker = sys.argv[1:4]
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    storage = RDBStorage(
+
+    class Storage(RDBStorage):
+        def set_trial_user_attr(self, trial_id, key, value):
+            super().set_trial_user_attr(trial_id, key, value)
+            # "between-writes": stop after the sampler's last write (the sweep record, then
+            # the band summary ending with the reason), before Optuna stores the rate.
+            if mode == "between-writes" and key == "lrrange:reason":
+                hang()
+
+    storage = Storage(
         url, heartbeat_interval=1, grace_period=GRACE,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
     )
@@ -257,6 +271,62 @@ def test_worker_killed_after_its_sweep_retry_inherits_and_counts_once(tmp_path: 
     assert sorted(summary["number"]) == [0, 1]
     assert len(ol.sweeps_summary(study, inherited=True)) == 3  # opt-in: the copy too
     assert assert_records_whole(study.trials) == 3  # stored: dead's, its copy, retry's own
+
+
+def test_worker_killed_between_its_sweep_record_and_its_rate_is_swept_again(
+    tmp_path: Path,
+) -> None:
+    # The sampler writes the sweep record, then returns the rate, which Optuna then stores:
+    # a kill between the two leaves a record but no rate, so the retry is not fixed.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name=STUDY, storage=url)
+    marker = tmp_path / "marker"
+    kill_when(start_worker(tmp_path, url, "between-writes", marker), marker)
+
+    (dead,) = optuna.load_study(study_name=STUDY, storage=url).trials
+    assert dead.state == TrialState.RUNNING and "lr" not in dead.params
+    (dead_sweep,) = ol.get_sweeps(dead)
+
+    time.sleep(GRACE + 1)
+    study = optuna.load_study(
+        study_name=STUDY,
+        storage=heartbeat_storage(url),
+        sampler=ol.LRRangeSampler(optuna.samplers.RandomSampler(seed=1)),
+    )
+    study.optimize(sweep_objective, n_trials=1)
+
+    dead, retry = study.trials
+    assert (dead.state, retry.state) == (TrialState.FAIL, TrialState.COMPLETE)
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
+    # The retry inherited the record but no rate: it swept again and sampled its own rate.
+    assert retry.user_attrs["lrrange:reason"] != "fixed"
+    (own,) = ol.get_sweeps(retry)  # still one sweep: its own
+    assert own.info["trial_number"] == retry.number
+    assert own.info["chosen_lr"] == retry.params["lr"]
+    assert retry.user_attrs["lrrange:source"] == retry.number
+    assert ol.get_sweeps(retry, inherited=True) == [dead_sweep, own]
+    assert assert_records_whole(study.trials) == 3  # dead's, its copy, the retry's own
+
+
+def test_a_trial_without_a_heartbeat_is_never_failed_by_optuna(tmp_path: Path) -> None:
+    # Optuna's stale-trial check skips RUNNING trials that have no heartbeat row yet: a
+    # worker killed before its heartbeat thread's first beat leaves its trial RUNNING
+    # whatever the grace period. ``ask`` without a heartbeat leaves the same state. If
+    # this starts to fail, Optuna changed: update the README's recommendations.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name=STUDY, storage=url).ask()
+    time.sleep(GRACE + 1)
+    study = optuna.load_study(
+        study_name=STUDY,
+        storage=heartbeat_storage(url),
+        sampler=ol.LRRangeSampler(optuna.samplers.RandomSampler(seed=1)),
+    )
+    study.optimize(sweep_objective, n_trials=1)  # runs Optuna's stale-trial check first
+    orphan, done = study.trials
+    assert (orphan.state, done.state) == (TrialState.RUNNING, TrialState.COMPLETE)
+    # What the README says to do once no worker can still be running it.
+    study.tell(orphan.number, state=TrialState.FAIL)
+    assert study.trials[0].state == TrialState.FAIL
 
 
 def test_random_kills_while_recording_never_leave_a_half_record(tmp_path: Path) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import copy
 import random
 import subprocess
 import sys
+import threading
 from typing import Any
 from unittest.mock import patch
+import warnings
 
 import numpy as np
 import pytest
@@ -214,6 +217,51 @@ def test_the_user_step_may_use_every_rng_and_is_still_restored() -> None:
     assert_bitwise_equal(everything(model, optimizer), before)
 
 
+def test_a_sweep_on_another_thread_never_rewinds_what_other_threads_drew() -> None:
+    # A sweep on a worker thread (study.optimize with n_jobs > 1) while another thread
+    # draws from the process-wide RNGs: putting them back would hand that thread's numbers
+    # out again (the same initial weights in two trials). The events force the overlap.
+    model = make_model("mlp")
+    optimizer = make_optimizer("sgd", model)
+    sweeping, drawn = threading.Event(), threading.Event()
+    draws: dict[str, Any] = {}
+
+    def draw() -> tuple[torch.Tensor, list[float], float]:
+        return torch.rand(4), np.random.rand(4).tolist(), random.random()
+
+    def step_fn(batch: Any) -> float:
+        sweeping.set()
+        assert drawn.wait(timeout=60)
+        x, y = batch
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def sweeper() -> None:
+        params = {k: v.clone() for k, v in model.state_dict().items()}
+        range_test(model, optimizer, loader=make_batches(), step_fn=step_fn, **SHORT)
+        draws["model_restored"] = all(
+            torch.equal(v, params[k]) for k, v in model.state_dict().items()
+        )
+        draws["after_sweep"] = draw()
+
+    def other() -> None:
+        assert sweeping.wait(timeout=60)
+        draws["other"] = draw()
+        drawn.set()
+
+    threads = [threading.Thread(target=sweeper), threading.Thread(target=other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert draws["model_restored"]
+    (t1, n1, p1), (t2, n2, p2) = draws["other"], draws["after_sweep"]
+    assert not torch.equal(t1, t2) and n1 != n2 and p1 != p2
+
+
 def test_restore_when_the_step_raises() -> None:
     model = make_model("bn")
     optimizer = make_optimizer("adam", model)
@@ -358,7 +406,43 @@ def test_unusual_group_values_and_a_frozen_parameter_are_restored() -> None:
     assert not any(p.grad is not None and p.grad.requires_grad for p in model.parameters())
 
 
+def test_a_tensor_learning_rate_is_the_same_object_after_a_sweep() -> None:
+    # The sweep sets float rates; the caller's tensor must drive training again afterwards,
+    # holding its old value, and still be shared with whoever else holds it.
+    model = make_model("mlp")
+    lr = torch.tensor(1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    range_test(model, optimizer, F.cross_entropy, make_batches(), **SHORT)
+    assert optimizer.param_groups[0]["lr"] is lr
+    assert lr.item() == torch.tensor(1e-3).item()
+    lr.fill_(0.5)  # the caller changes the rate through its tensor: training follows
+    assert optimizer.param_groups[0]["lr"].item() == 0.5
+
+
 # -- learning rates and param groups ------------------------------------------------------
+
+
+@pytest.mark.parametrize("stepped_before", [False, True])
+def test_a_sweep_leaves_the_schedulers_step_order_warning_as_it_was(stepped_before: bool) -> None:
+    # torch warns when scheduler.step() comes before the first optimizer.step(); the
+    # sweep's optimizer steps must neither hide that warning nor raise it.
+    def warnings_of_scheduler_step(sweep: bool) -> list[str]:
+        model = make_model("mlp")
+        optimizer = make_optimizer("sgd", model)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2)
+        if stepped_before:
+            train(model, optimizer, make_batches(1))
+        if sweep:
+            range_test(model, optimizer, F.cross_entropy, make_batches(), **SHORT)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scheduler.step()
+        return [str(w.message) for w in caught]
+
+    without_sweep = warnings_of_scheduler_step(sweep=False)
+    assert warnings_of_scheduler_step(sweep=True) == without_sweep
+    warned = any("`lr_scheduler.step()` before `optimizer.step()`" in m for m in without_sweep)
+    assert warned is not stepped_before
 
 
 def test_param_groups_keep_their_ratios_and_get_their_lrs_back() -> None:
@@ -570,13 +654,18 @@ def test_an_empty_loader_is_an_error() -> None:
         range_test(model, optimizer, F.cross_entropy, [], **SHORT)
 
 
-def test_a_one_shot_iterator_shorter_than_the_sweep_is_an_error() -> None:
+@pytest.mark.parametrize("n", [3, 48])
+def test_a_one_shot_iterator_is_refused_and_left_as_found(n: int) -> None:
+    # Shorter or longer than the sweep (12 steps): the sweep would use up batches the
+    # training needs, so it is refused before a batch is taken.
     model = make_model("mlp")
     optimizer = make_optimizer("sgd", model)
-    with pytest.raises(ValueError, match="must be re-iterable"):
-        range_test(model, optimizer, F.cross_entropy, iter(make_batches(3)), **SHORT)
-    # Long enough, it is fine.
-    sweep = range_test(model, optimizer, F.cross_entropy, iter(make_batches(12)), **SHORT)
+    batches = make_batches(n)
+    for one_shot in (iter(batches), (b for b in batches)):
+        with pytest.raises(ValueError, match=r"`loader` must be re-iterable .* but got"):
+            range_test(model, optimizer, F.cross_entropy, one_shot, **SHORT)
+        assert len(list(one_shot)) == n
+    sweep = range_test(model, optimizer, F.cross_entropy, batches, **SHORT)  # a list is fine
     assert len(sweep) == 12
 
 
@@ -594,6 +683,44 @@ def test_batches_move_to_the_model_device_and_nested_inputs_work() -> None:
     batches = [({"a": x, "b": x * 2}, y) for x, y in make_batches()]
     sweep = range_test(model, optimizer, F.cross_entropy, batches, device="cpu", **SHORT)
     assert len(sweep) == 12 and all(np.isfinite(sweep.losses))
+
+
+Pair = collections.namedtuple("Pair", ["a", "b"])
+Batch = collections.namedtuple("Batch", ["x", "y"])
+
+
+class PairInputs(nn.Module):
+    """Reads its input as a namedtuple (by field name), as many multi-input models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(8, 3), nn.Linear(8, 3)
+        self.seen: set[type] = set()
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        self.seen.add(type(inputs))
+        if isinstance(inputs, Pair):
+            return self.a(inputs.a) + self.b(inputs.b)
+        return self.a(inputs[0]) + self.b(inputs[1])
+
+
+@pytest.mark.parametrize("accumulation_steps", [1, 2])
+def test_namedtuple_inputs_reach_the_model_as_namedtuples(accumulation_steps: int) -> None:
+    # The reference: the same model and batches, with the inputs as plain tuples.
+    plain = PairInputs()
+    batches = [((x, x * 2), y) for x, y in make_batches()]
+    options = {**SHORT, "accumulation_steps": accumulation_steps, "device": "cpu"}
+    expected = range_test(
+        plain, torch.optim.SGD(plain.parameters(), lr=0.1), F.cross_entropy, batches, **options
+    )
+    model = PairInputs()
+    named = [Batch(Pair(*x), y) for x, y in batches]  # the batch itself a namedtuple too
+    sweep = range_test(
+        model, torch.optim.SGD(model.parameters(), lr=0.1), F.cross_entropy, named, **options
+    )
+    assert model.seen == {Pair} and plain.seen == {tuple}
+    assert sweep.losses == expected.losses and len(sweep) == 12
 
 
 # -- errors -------------------------------------------------------------------------------
@@ -623,6 +750,64 @@ def test_argument_errors_state_what_must_hold() -> None:
     empty.param_groups.clear()
     with pytest.raises(ValueError, match="at least one param group"):
         range_test(model, empty, F.cross_entropy, batches)
+
+
+def lbfgs_step_fn(model: nn.Module, optimizer: torch.optim.Optimizer) -> Any:
+    """The step the LBFGS error message spells out, written as a function."""
+
+    def step_fn(batch: Any) -> Any:
+        x, y = batch
+
+        def closure() -> torch.Tensor:
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            return loss
+
+        return optimizer.step(closure)
+
+    return step_fn
+
+
+def test_lbfgs_without_step_fn_says_it_needs_a_closure_and_how_to_pass_one() -> None:
+    model = make_model("mlp")
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=2)
+    before = everything(model, optimizer)
+    with pytest.raises(
+        ValueError,
+        match=r"with `loss_fn`, the optimizer's `step\(\)` must take no closure, but "
+        r"LBFGS\.step requires one; pass `step_fn=` in place of `loss_fn`.*"
+        r"return optimizer\.step\(closure\)`\.$",
+    ):
+        range_test(model, optimizer, F.cross_entropy, make_batches(), **SHORT)
+    assert_bitwise_equal(everything(model, optimizer), before)
+    # What the message says to do works, and is restored as any sweep is.
+    step_fn = lbfgs_step_fn(model, optimizer)
+    sweep = range_test(model, optimizer, loader=make_batches(), step_fn=step_fn, **SHORT)
+    assert len(sweep) == 12 and all(np.isfinite(sweep.losses))
+    assert_bitwise_equal(everything(model, optimizer), before)
+
+
+@pytest.mark.parametrize(
+    "no_grad",
+    [torch.no_grad, lambda: torch.set_grad_enabled(False), torch.inference_mode],
+    ids=["no_grad", "set_grad_enabled_false", "inference_mode"],
+)
+def test_a_sweep_under_no_grad_says_so(no_grad: Any) -> None:
+    model = make_model("mlp")
+    optimizer = make_optimizer("sgd", model)
+    before = everything(model, optimizer)
+    with (
+        no_grad(),
+        pytest.raises(
+            RuntimeError,
+            match=r"gradients must be enabled for the range test's training steps, but it was "
+            r"called under `torch\.no_grad\(\)`",
+        ),
+    ):
+        range_test(model, optimizer, F.cross_entropy, make_batches(), **SHORT)
+    assert torch.is_grad_enabled()
+    assert_bitwise_equal(everything(model, optimizer), before)
 
 
 def test_bad_batches_and_bad_losses_are_errors() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 import json
 import math
+import os
 import random
 import struct
 from typing import Any
@@ -250,7 +251,7 @@ def test_a_long_sweep_round_trips_through_every_sql_storage(backend: str, tmp_pa
     import sqlalchemy
 
     with storage_spec(backend, tmp_path) as spec:
-        name = f"long-{backend}-{tmp_path.name}"
+        name = f"long-{backend}-{os.getpid()}-{tmp_path.name}"  # unique on a shared server
         sampler = ol.LRRangeSampler(TPESampler(seed=0), num_iter=20_000, end_lr=1e6)
         storage = open_storage(spec)
         study = optuna.create_study(study_name=name, storage=storage, sampler=sampler)

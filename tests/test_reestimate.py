@@ -159,6 +159,32 @@ def test_every_epochs_and_every_steps_fire_where_asked() -> None:
     ]
 
 
+def test_mid_epoch_reestimations_leave_a_persistent_workers_epoch_alone() -> None:
+    # A DataLoader with persistent_workers hands out one iterator and resets it on every
+    # iter(): a sweep taking its batches that way restarted the training loop's epoch at
+    # every re-estimation, and the epoch never ended. The loop below is bounded.
+    x = torch.randn(64, 8)
+    x[:, 0] = torch.arange(64.0)  # each sample's index, to see which batches came
+    y = torch.randint(0, 3, (64,))
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, y), batch_size=4, num_workers=1, persistent_workers=True
+    )
+    model = _model()
+    optimizer = _optimizer(model)
+    reest = LRReestimator(model, optimizer, F.cross_entropy, loader, every_steps=5, num_iter=10)
+    steps = 0
+    for epoch in range(2):
+        seen: list[float] = []
+        for xb, _ in loader:
+            seen.extend(xb[:, 0].tolist())
+            steps += 1
+            reest.step(step=steps)
+            if len(seen) > 2 * 64:
+                break
+        assert seen == list(range(64)), f"epoch {epoch}"
+    assert [r.step for r in reest.history] == [5, 10, 15, 20, 25, 30]  # mostly mid-epoch
+
+
 def test_plateau_fires_after_patience_evaluations_without_improvement() -> None:
     model = _model()
     optimizer = _optimizer(model)
@@ -324,6 +350,133 @@ def test_invalid_settings_are_refused(kwargs: dict[str, Any], match: str) -> Non
         LRReestimator(model, _optimizer(model), F.cross_entropy, _loader(), **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "error", "match"),
+    [
+        pytest.param(
+            {"model": "x"},
+            TypeError,
+            r"`model` must be a torch\.nn\.Module, but got str\.$",
+            id="model_str",
+        ),
+        pytest.param(
+            {"optimizer": None},
+            TypeError,
+            r"`optimizer` must be a torch\.optim\.Optimizer, but got NoneType\.$",
+            id="optimizer_none",
+        ),
+        pytest.param(
+            {"loss_fn": None},
+            ValueError,
+            r"exactly one of `loss_fn` and `step_fn` must be given, but got \(loss_fn=None",
+            id="neither_loss_fn_nor_step_fn",
+        ),
+        pytest.param(
+            {"step_fn": lambda batch: 0.0},
+            ValueError,
+            r"exactly one of `loss_fn` and `step_fn` must be given",
+            id="both_loss_fn_and_step_fn",
+        ),
+        pytest.param(
+            {"loss_fn": "mse"},
+            TypeError,
+            r"`loss_fn` must be callable, but got str\.$",
+            id="loss_fn_not_callable",
+        ),
+        pytest.param(
+            {"loader": None},
+            ValueError,
+            r"`loader` must be an iterable of batches, but got None\.$",
+            id="loader_none",
+        ),
+        pytest.param(
+            {"loader": 32},
+            TypeError,
+            r"`loader` must be an iterable of batches, but got int\.$",
+            id="loader_int",
+        ),
+        pytest.param(
+            {"range_test_options": {"restore": False}},
+            ValueError,
+            r"`range_test_options` must be among \['accumulation_steps', 'autocast_dtype', "
+            r"'device', 'scaler', 'snapshot_device'\], but got \['restore'\]: .* always restores",
+            id="range_test_options_restore",
+        ),
+        pytest.param(
+            {"range_test_options": {"num_iter": 10, "config": None}},
+            ValueError,
+            r"`range_test_options` must be among .*, but got \['config', 'num_iter'\]",
+            id="range_test_options_settings",
+        ),
+        pytest.param(
+            {"range_test_options": {"accumulation_steps": 0}},
+            ValueError,
+            r"`accumulation_steps >= 1` must hold, but got 0\.$",
+            id="range_test_options_accumulation_0",
+        ),
+        pytest.param(
+            {"range_test_options": [("device", "cpu")]},
+            TypeError,
+            r"`range_test_options` must be a mapping of range_test keyword arguments, but got "
+            r"list\.$",
+            id="range_test_options_list",
+        ),
+        pytest.param(
+            {"plateau_threshold": "a"},
+            ValueError,
+            r"`plateau_threshold >= 0` must hold, but got plateau_threshold='a'\.$",
+            id="plateau_threshold_str",
+        ),
+        pytest.param(
+            {"plateau_threshold": float("nan")},
+            ValueError,
+            r"`plateau_threshold >= 0` must hold, but got plateau_threshold=nan\.$",
+            id="plateau_threshold_nan",
+        ),
+        pytest.param(
+            {"max_change": "2"},
+            ValueError,
+            r"`max_change > 1` must hold, but got max_change='2'\.$",
+            id="max_change_str",
+        ),
+        pytest.param(
+            {"max_change": True},
+            ValueError,
+            r"`max_change > 1` must hold, but got max_change=True\.$",
+            id="max_change_bool",
+        ),
+        pytest.param(
+            {"span": "2"},
+            ValueError,
+            r"`span > 0` must hold, but got span='2'\.$",
+            id="span_str",
+        ),
+    ],
+)
+def test_every_argument_is_checked_at_construction(
+    arguments: dict[str, Any], error: type[Exception], match: str
+) -> None:
+    model = _model()
+    given = {
+        "model": model,
+        "optimizer": _optimizer(model),
+        "loss_fn": F.cross_entropy,
+        "loader": _loader(),
+        "on_plateau": 2,
+        **arguments,
+    }
+    with pytest.raises(error, match=match):
+        LRReestimator(**given)
+
+
+def test_a_scheduler_of_another_optimizer_is_refused() -> None:
+    model = _model()
+    optimizer = _optimizer(model, "sgd")
+    other = lr_scheduler.StepLR(_optimizer(model, "sgd"), 2)
+    with pytest.raises(ValueError, match=r"`scheduler` must drive `optimizer`"):
+        LRReestimator(model, optimizer, F.cross_entropy, _loader(), every_steps=2, scheduler=other)
+
+
 def test_set_with_a_scheduler_is_refused() -> None:
     model = _model()
     optimizer = _optimizer(model, "sgd")
@@ -429,6 +582,27 @@ def test_pruned_trials_keep_their_reestimation_records(tmp_path: Path) -> None:
     assert len(sweeps) >= 2  # re-estimated at epochs 1, 2 before the pruner stopped it
     assert [s.info["epoch"] for s in sweeps] == list(range(1, len(sweeps) + 1))
     assert all(s.info["trial_number"] == 2 for s in sweeps)
+
+
+def test_a_reestimation_after_tell_changes_nothing_and_raises() -> None:
+    study = optuna.create_study()
+    trial = study.ask()
+    model = _model()
+    optimizer = _optimizer(model, lr=1e-3)
+    loader = _loader()
+    options: dict[str, Any] = {"every_epochs": 1, "num_iter": 20, "allow_increase": True}
+    reest = LRReestimator(model, optimizer, F.cross_entropy, loader, trial=trial, **options)
+    twin_model = _model()
+    twin = LRReestimator(
+        twin_model, _optimizer(twin_model, lr=1e-3), F.cross_entropy, loader, **options
+    )
+    assert twin.reestimate().lr != 1e-3  # the control: this sweep would move the rate
+    study.tell(trial, 0.0)
+    lrs = _lrs(optimizer)
+    with pytest.raises(RuntimeError, match=r"trial must be running .* trial 0 is COMPLETE"):
+        reest.step(epoch=1)
+    assert _lrs(optimizer) == lrs and reest.history == [] and reest.extra_steps == 0
+    assert get_sweeps(study.trials[0]) == []
 
 
 def test_a_fixed_trial_records_nothing_but_keeps_history() -> None:

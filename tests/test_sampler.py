@@ -401,6 +401,12 @@ def _not_a_sweep(config: RangeTestConfig) -> Any:
     return [1.0, 2.0]
 
 
+def _unrecordable_sweep(config: RangeTestConfig) -> Sweep:
+    # A good sweep whose info holds a value JSON cannot carry (as a torch.device would).
+    sweep = Toy(10.0).sweep(config)
+    return Sweep(sweep.lrs, sweep.losses, sweep.stop_reason, sweep.config, {"devices": {"cpu"}})
+
+
 @pytest.mark.parametrize(
     ("sweep_fn", "reason"),
     [
@@ -408,6 +414,7 @@ def _not_a_sweep(config: RangeTestConfig) -> Any:
         (_exploding_sweep, "no_band: diverged_at_once"),
         (_raising_sweep, "sweep_failed: RuntimeError: out of memory"),
         (_not_a_sweep, "sweep_failed: TypeError: the sweep function must return a Sweep"),
+        (_unrecordable_sweep, "sweep_failed: TypeError: a sweep record holds only JSON-native"),
         (None, "no_probe: call optuna_lrrange.attach(trial, ...)"),
     ],
 )
@@ -456,6 +463,36 @@ def test_a_band_outside_the_range_moves_against_the_nearer_edge(where: str) -> N
         assert f"lies {where}" in t.user_attrs["lrrange:reason"]
 
 
+def test_a_base_sampler_that_ignores_the_band_is_recorded_as_such() -> None:
+    # GridSampler returns its grid values whatever distribution it is given: the record
+    # must not claim that a rate outside the band was sampled in it.
+    band = band_of(10.0)
+    inside = math.sqrt(band[0] * band[1])
+    sampler = ol.LRRangeSampler(optuna.samplers.GridSampler({"lr": [1e-5, inside]}))
+    study = optuna.create_study(sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=Toy(10.0).sweep)
+        return trial.suggest_float("lr", LOW, HIGH, log=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # GridSampler's own out-of-range notice
+        study.optimize(objective, n_trials=2)
+    for t in study.trials:
+        (sweep,) = ol.get_sweeps(t)
+        assert sweep.info["chosen_lr"] == t.params["lr"]
+        assert sweep.info["band_used"] == t.user_attrs["lrrange:band_used"]
+        assert sweep.info["reason"] == t.user_attrs["lrrange:reason"]
+        if t.params["lr"] == inside:
+            assert sampled_in_band(t) and t.user_attrs["lrrange:reason"] is None
+        else:
+            assert t.params["lr"] == 1e-5
+            assert t.user_attrs["lrrange:band_used"] is None
+            assert t.user_attrs["lrrange:reason"].startswith(
+                "base_outside_band: GridSampler returned 1e-05 outside ["
+            )
+
+
 @pytest.mark.parametrize(
     "suggest",
     [
@@ -497,6 +534,30 @@ def test_sweep_every_reuses_the_newest_band_within_the_window() -> None:
     for t in study.trials:
         assert len(ol.get_sweeps(t)) == int(t.number % 3 == 0)
         assert t.user_attrs["lrrange:band_used"] == band and sampled_in_band(t)
+
+
+@pytest.mark.parametrize("bad", [[0.01], ["a", "b"], 0.5, [0.1, 0.01], [0.0, 1.0], "[1, 2]"])
+def test_a_malformed_stored_band_is_skipped_and_never_fails_a_trial(
+    bad: Any, messages: list[logging.LogRecord]
+) -> None:
+    # Trial 0's band is overwritten with garbage (a corrupt or hand-edited storage): the
+    # trials that would reuse it sweep for themselves instead, and say why.
+    model = Toy(100.0)
+    study = optuna.create_study(sampler=ol.LRRangeSampler(TPESampler(seed=0), sweep_every=3))
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=model.sweep)
+        lr = trial.suggest_float("lr", LOW, HIGH, log=True)
+        if trial.number == 0:
+            trial.set_user_attr("lrrange:band", bad)
+        return lr
+
+    study.optimize(objective, n_trials=5)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5
+    assert [t.user_attrs["lrrange:source"] for t in study.trials] == [0, 1, 1, 1, 4]
+    assert all(sampled_in_band(t) for t in study.trials)
+    skipped = [m for m in lrrange_messages(messages) if "skipped trial 0's band" in m]
+    assert len(skipped) == 1 and "must be None or [low, high]" in skipped[0]
 
 
 def test_resweep_when_the_named_params_differ() -> None:
@@ -560,6 +621,12 @@ def test_the_constructor_checks_its_options() -> None:
         ol.LRRangeSampler(num_iters=20)
     with pytest.raises(TypeError, match="`base_sampler` must be an optuna BaseSampler"):
         ol.LRRangeSampler("tpe")  # type: ignore[arg-type]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        wrapped = PartialFixedSampler({"x": 0.0}, ol.LRRangeSampler())
+    for nested in (ol.LRRangeSampler(), wrapped):  # each trial would sweep twice
+        with pytest.raises(ValueError, match="must not be or wrap an LRRangeSampler"):
+            ol.LRRangeSampler(nested)
     sampler = ol.LRRangeSampler(num_iter=20, end_lr=1.0)
     assert sampler.config == RangeTestConfig(num_iter=20, end_lr=1.0)
     assert isinstance(sampler._base_sampler, TPESampler)
@@ -635,6 +702,34 @@ def test_pytorch_attach_checks_its_arguments() -> None:
     with pytest.raises(TypeError, match="`adapter_options` must be among"):
         ol.attach(trial, model, optimizer, loss_fn, loader, devices="cpu")
     assert not _sampler._registry
+
+
+def test_threads_never_get_the_same_initial_weights() -> None:
+    # Each trial builds its model from the process-wide torch RNG while other threads sweep:
+    # as many distinct initialisations as without the library (every one of them).
+    torch = pytest.importorskip("torch")
+    _, _, loss_fn, loader = _torch_parts()
+
+    def run(with_library: bool) -> list[tuple[float, ...]]:
+        inits: list[tuple[float, ...]] = []
+
+        def objective(trial: optuna.Trial) -> float:
+            model = torch.nn.Sequential(
+                torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2)
+            )
+            inits.append(tuple(model[0].weight.flatten().tolist()))
+            if with_library:
+                optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+                ol.attach(trial, model, optimizer, loss_fn, loader)
+            return trial.suggest_float("lr", 1e-5, 1.0, log=True)
+
+        inner = RandomSampler(seed=0)
+        sampler = ol.LRRangeSampler(inner, num_iter=30) if with_library else inner
+        optuna.create_study(sampler=sampler).optimize(objective, n_trials=24, n_jobs=3)
+        assert len(inits) == 24
+        return inits
+
+    assert len(set(run(with_library=True))) == len(set(run(with_library=False))) == 24
 
 
 def test_quickstart_on_mnist1d_records_every_sweep_and_band(tmp_path: Path) -> None:
