@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+import socket
 import subprocess
 import sys
 
@@ -24,6 +25,7 @@ pytest.importorskip("torch")
 pytest.importorskip("optuna_integration")
 
 WORKER = Path(__file__).with_name("_ddp_worker.py")
+LIGHTNING_WORKER = Path(__file__).with_name("_ddp_lightning_worker.py")
 TIMEOUT = 240  # seconds for a whole job; it takes 10-30 s
 
 
@@ -137,3 +139,51 @@ def test_study_on_rank_0_with_a_torch_distributed_trial(job):
         low, high = t.user_attrs["lrrange:band_used"]
         assert low <= t.params["lr"] <= high
         assert [s.info["chosen_lr"] for s in sweeps[1:]] == rates
+
+
+def test_lightning_ddp_strategy_moves_every_rank_to_the_same_rate(tmp_path):
+    pytest.importorskip("lightning")
+    world = 2
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(world):
+        env = {
+            **os.environ,
+            "OMP_NUM_THREADS": "1",
+            "PYTHONWARNINGS": "ignore",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "LOCAL_RANK": str(rank),
+            "NODE_RANK": "0",
+            "WORLD_SIZE": str(world),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(LIGHTNING_WORKER), str(rank), str(world), str(tmp_path)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
+    try:
+        outputs = [p.communicate(timeout=TIMEOUT)[0].decode() for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for rank, (p, text) in enumerate(zip(procs, outputs, strict=True)):
+        assert p.returncode == 0, f"rank {rank}:\n{text[-4000:]}"
+    ranks = [json.loads((tmp_path / f"lightning-{r}.json").read_text()) for r in range(world)]
+    first = ranks[0]
+    assert [r["epoch"] for r in first["reestimations"]] == [1, 2]
+    for report in ranks[1:]:
+        assert report == first  # the same sweeps and rates, and training at them, everywhere
+    # Each epoch after a re-estimation trained at the rate it chose.
+    assert first["epoch_lrs"][1:] == [r["lr"] for r in first["reestimations"]]
+    study = optuna.load_study(study_name="lightning", storage=f"sqlite:///{tmp_path}/lightning.db")
+    (trial,) = study.get_trials(deepcopy=False)
+    sweeps = ol.get_sweeps(trial)
+    assert [s.info["epoch"] for s in sweeps] == [1, 2]  # one record per re-estimation
+    assert [list(s.losses) for s in sweeps] == [r["losses"] for r in first["reestimations"]]
