@@ -13,12 +13,18 @@ Private module. Three pieces, each used by one caller:
 - :func:`trial_on_this_rank` and :func:`mean_over_ranks`, for the re-estimator: one record
   per re-estimation (rank 0's), and a plateau seen the same on every rank.
 
-A rank whose step raises (its loader ran dry, a bad batch, an out-of-memory error) adds a
-NaN to the all-reduce. A non-finite sum is the only case that costs a second collective:
-every rank then gathers the ranks' errors, and if any rank failed, every rank raises the
-same :class:`RankFailedError` at the same step, after which each restores its own state. A
-rank that dies or hangs outside a step leaves the others in a collective until the process
-group's ``timeout`` (``torch.distributed.init_process_group(timeout=...)``).
+Failures. Each step fetches the next step's batch before its all-reduce; a rank whose
+loader fails (runs dry, or its iterator raises) adds a NaN. A non-finite sum is the only case that
+costs a second collective: every rank then gathers the ranks' errors, and if any rank
+failed, every rank raises the same :class:`RankFailedError` at the same step, restores its
+own state, and the process group stays usable. The same holds for a step that raises when
+the step has no collectives of its own (a plain model with the built-in step). A step that
+does (a DDP model's gradient all-reduce, a ``step_fn``) and raises on one rank leaves the
+others inside that collective, where nothing more can be agreed: the rank raises at once
+(``group_usable=False``), and the others wait until its process ends (an uncaught error
+ends it; gloo then fails their collective at once) or the process group's ``timeout``
+passes (``torch.distributed.init_process_group(timeout=...)``), then raise too, each with
+its state restored.
 """
 
 from __future__ import annotations

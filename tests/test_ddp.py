@@ -187,3 +187,20 @@ def test_lightning_ddp_strategy_moves_every_rank_to_the_same_rate(tmp_path):
     sweeps = ol.get_sweeps(trial)
     assert [s.info["epoch"] for s in sweeps] == [1, 2]  # one record per re-estimation
     assert [list(s.losses) for s in sweeps] == [r["losses"] for r in first["reestimations"]]
+
+
+def test_process_group_must_be_a_group_none_or_false():
+    torch = pytest.importorskip("torch")
+    from optuna_lrrange.pytorch import range_test
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    batches = [(torch.ones(4, 2), torch.ones(4, 1))]
+    with pytest.raises(TypeError, match="`process_group` must be a torch.distributed"):
+        range_test(model, optimizer, torch.nn.functional.mse_loss, batches, process_group=1)
+    # False, and None for a model that is not DDP: this process sweeps alone.
+    for group in (False, None):
+        sweep = range_test(
+            model, optimizer, torch.nn.functional.mse_loss, batches, process_group=group
+        )
+        assert len(sweep) > 0
