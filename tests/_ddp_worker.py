@@ -12,8 +12,9 @@ ranks. In order, on one process group:
 - ``accumulation``: two batches per step under ``no_sync`` (checked against a plain run).
 - ``raises`` / ``dry``: the last rank's step raises at step 5, or its one-shot loader runs
   dry at step 3; every rank's error and whether its state came back.
-- ``study``: 2 trials of an ``LRRangeSampler`` study in SQLite on rank 0 with a
-  ``TorchDistributedTrial`` on every rank; the rate each rank got, and an
+- ``study``: 3 trials (the first enqueued with a fixed rate, ``sweep_fixed=True``) of an
+  ``LRRangeSampler`` study in SQLite on rank 0 with a ``TorchDistributedTrial`` on every
+  rank; the rate each rank got, and an
   ``LRReestimator`` with the ``TorchDistributedTrial`` every 3 steps for 6 steps.
 - ``dies``: the last rank exits in the middle of a sweep; the others' errors.
 """
@@ -191,12 +192,17 @@ def study_case(rank: int, world: int, batches, out: Path) -> dict:
 
     if rank == 0:
         sampler = optuna_lrrange.LRRangeSampler(
-            optuna.samplers.RandomSampler(seed=0), start_lr=1e-3, end_lr=50.0, num_iter=40
+            optuna.samplers.RandomSampler(seed=0),
+            start_lr=1e-3,
+            end_lr=50.0,
+            num_iter=40,
+            sweep_fixed=True,
         )
         study = optuna.create_study(storage=storage, study_name="ddp", sampler=sampler)
-        study.optimize(objective, n_trials=2)
+        study.enqueue_trial({"lr": 0.05})  # a fixed rate: swept (in attach) only to record it
+        study.optimize(objective, n_trials=3)
     else:
-        for _ in range(2):
+        for _ in range(3):
             objective(None)
     return {"lrs": lrs, "reestimated": reestimated}
 

@@ -125,20 +125,24 @@ def test_a_rank_whose_ddp_step_raises_does_not_leave_the_others_waiting(job):
 def test_study_on_rank_0_with_a_torch_distributed_trial(job):
     world, out, ranks = job
     first = ranks[0]["study"]
-    assert len(first["lrs"]) == 2 and all(len(r) == 2 for r in first["reestimated"])
+    assert len(first["lrs"]) == 3 and all(len(r) == 2 for r in first["reestimated"])
     for report in ranks[1:]:
         assert report["study"] == first  # the same rates, and re-estimations, everywhere
     study = optuna.load_study(study_name="ddp", storage=f"sqlite:///{out / 'study.db'}")
     trials = study.get_trials(deepcopy=False)
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
     for t, lr, rates in zip(trials, first["lrs"], first["reestimated"], strict=True):
         sweeps = ol.get_sweeps(t)
-        # One record per sweep: the sampler's, then one per re-estimation.
+        # One record per sweep: the trial's, then one per re-estimation.
         assert [s.info["kind"] for s in sweeps] == ["trial", "reestimate", "reestimate"]
         assert lr == pytest.approx(t.params["lr"], rel=1e-6)  # broadcast as a float32
-        low, high = t.user_attrs["lrrange:band_used"]
-        assert low <= t.params["lr"] <= high
         assert [s.info["chosen_lr"] for s in sweeps[1:]] == rates
+        if t.number == 0:  # the enqueued rate, swept on every rank only to be recorded
+            assert t.params["lr"] == 0.05 and sweeps[0].info["reason"] == "fixed"
+            assert t.user_attrs["lrrange:band_used"] is None
+        else:
+            low, high = t.user_attrs["lrrange:band_used"]
+            assert low <= t.params["lr"] <= high
 
 
 def test_lightning_ddp_strategy_moves_every_rank_to_the_same_rate(tmp_path):
