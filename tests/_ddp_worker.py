@@ -10,13 +10,17 @@ ranks. In order, on one process group:
 - ``halves``: the same sweep on a model without BatchNorm or dropout, each rank on its
   1/WORLD of every batch, and (rank 0) on one process with the whole batches.
 - ``accumulation``: two batches per step under ``no_sync`` (checked against a plain run).
-- ``raises`` / ``dry``: the last rank's step raises at step 5, or its one-shot loader runs
-  dry at step 3; every rank's error and whether its state came back.
+- ``raises`` / ``dry``: the last rank's step raises at step 5 (a plain model with
+  ``process_group``), or its one-shot loader of 3 batches runs dry (a DDP model); every
+  rank's error and whether its state came back.
 - ``study``: 3 trials (the first enqueued with a fixed rate, ``sweep_fixed=True``) of an
   ``LRRangeSampler`` study in SQLite on rank 0 with a ``TorchDistributedTrial`` on every
-  rank; the rate each rank got, and an
-  ``LRReestimator`` with the ``TorchDistributedTrial`` every 3 steps for 6 steps.
-- ``dies``: the last rank exits in the middle of a sweep; the others' errors.
+  rank; the rate each rank got, and the rates an ``LRReestimator`` with the
+  ``TorchDistributedTrial`` chose at steps 3 and 6.
+- ``plateau``: an ``LRReestimator(on_plateau=1)`` given a validation loss that got worse
+  on rank 0 and better on the others.
+- ``ddp_raises``: the last rank's DDP step raises at step 4 and its process ends; every
+  rank's error and whether its state came back.
 """
 
 from __future__ import annotations
@@ -286,6 +290,14 @@ def main() -> None:
 
     # study: the sampler on rank 0, every rank in the sweep, one record per sweep
     report["study"] = study_case(rank, world, batches, out)
+
+    # plateau: rank 0's validation loss got worse, the others' better; all decide on the mean
+    model = DDP(build(False))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    reest = LRReestimator(model, optimizer, F.cross_entropy, batches, on_plateau=1, num_iter=20)
+    reest.step(val_loss=1.0)
+    fired = reest.step(val_loss=2.0 if rank == 0 else 0.0)
+    report["plateau"] = {"fired": fired is not None, "lr": reest.lr}
 
     # ddp_raises: the last rank's DDP step raises, and its process ends; the others must
     # not wait for the group's timeout

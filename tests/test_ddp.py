@@ -145,6 +145,14 @@ def test_study_on_rank_0_with_a_torch_distributed_trial(job):
             assert low <= t.params["lr"] <= high
 
 
+def test_reestimation_on_plateau_is_decided_on_the_mean_validation_loss(job):
+    world, _, ranks = job
+    # Validation losses 1 then (2, 0) or (2, 0, 0): the mean, 1 or 2/3, did not improve on
+    # 2 ranks and did on 3; every rank follows the mean, not its own loss.
+    assert {r["plateau"]["fired"] for r in ranks} == {world == 2}
+    assert len({r["plateau"]["lr"] for r in ranks}) == 1
+
+
 def test_lightning_ddp_strategy_moves_every_rank_to_the_same_rate(tmp_path):
     pytest.importorskip("lightning")
     world = 2
