@@ -13,10 +13,11 @@ ranks. In order, on one process group:
 - ``raises`` / ``dry``: the last rank's step raises at step 5 (a plain model with
   ``process_group``), or its one-shot loader of 3 batches runs dry (a DDP model); every
   rank's error and whether its state came back.
-- ``study``: 3 trials (the first enqueued with a fixed rate, ``sweep_fixed=True``) of an
-  ``LRRangeSampler`` study in SQLite on rank 0 with a ``TorchDistributedTrial`` on every
-  rank; the rate each rank got, and the rates an ``LRReestimator`` with the
-  ``TorchDistributedTrial`` chose at steps 3 and 6.
+- ``study``: 4 trials (the first enqueued with a fixed rate, ``sweep_fixed=True``; in the
+  last, the last rank's loader runs dry in the sweep) of an ``LRRangeSampler`` study in
+  SQLite on rank 0 with a ``TorchDistributedTrial`` on every rank; the rate each rank got,
+  and the rates an ``LRReestimator`` with the ``TorchDistributedTrial`` chose at steps 3
+  and 6.
 - ``plateau``: an ``LRReestimator(on_plateau=1)`` given a validation loss that got worse
   on rank 0 and better on the others.
 - ``ddp_raises``: the last rank's DDP step raises at step 4 and its process ends; every
@@ -168,7 +169,10 @@ def study_case(rank: int, world: int, batches, out: Path) -> dict:
         dtrial = TorchDistributedTrial(trial)
         model = DDP(build(False))
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        optuna_lrrange.attach(dtrial, model, optimizer, F.cross_entropy, batches)
+        loader = batches
+        if dtrial.number == 3 and rank == world - 1:
+            loader = (b for b in batches[:3])  # this rank's loader runs dry in the sweep
+        optuna_lrrange.attach(dtrial, model, optimizer, F.cross_entropy, loader)
         lr = dtrial.suggest_float("lr", 1e-3, 10.0, log=True)
         lrs.append(lr)
         for group in optimizer.param_groups:
@@ -204,9 +208,9 @@ def study_case(rank: int, world: int, batches, out: Path) -> dict:
         )
         study = optuna.create_study(storage=storage, study_name="ddp", sampler=sampler)
         study.enqueue_trial({"lr": 0.05})  # a fixed rate: swept (in attach) only to record it
-        study.optimize(objective, n_trials=3)
+        study.optimize(objective, n_trials=4)
     else:
-        for _ in range(3):
+        for _ in range(4):
             objective(None)
     return {"lrs": lrs, "reestimated": reestimated}
 

@@ -125,18 +125,26 @@ def test_a_rank_whose_ddp_step_raises_does_not_leave_the_others_waiting(job):
 def test_study_on_rank_0_with_a_torch_distributed_trial(job):
     world, out, ranks = job
     first = ranks[0]["study"]
-    assert len(first["lrs"]) == 3 and all(len(r) == 2 for r in first["reestimated"])
+    assert len(first["lrs"]) == 4 and all(len(r) == 2 for r in first["reestimated"])
     for report in ranks[1:]:
         assert report["study"] == first  # the same rates, and re-estimations, everywhere
     study = optuna.load_study(study_name="ddp", storage=f"sqlite:///{out / 'study.db'}")
     trials = study.get_trials(deepcopy=False)
-    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 4
     for t, lr, rates in zip(trials, first["lrs"], first["reestimated"], strict=True):
         sweeps = ol.get_sweeps(t)
+        assert lr == pytest.approx(t.params["lr"], rel=1e-6)  # broadcast as a float32
+        assert [s.info["chosen_lr"] for s in sweeps if s.info["kind"] == "reestimate"] == rates
+        if t.number == 3:  # a rank's loader ran dry: no sweep record, the full range
+            assert [s.info["kind"] for s in sweeps] == ["reestimate", "reestimate"]
+            assert t.user_attrs["lrrange:reason"].startswith(
+                f"sweep_failed: RankFailedError: the range test failed at step 2 on rank "
+                f"{world - 1} (ValueError: `loader` must be re-iterable"
+            )
+            assert t.user_attrs["lrrange:band_used"] == [1e-3, 10.0]
+            continue
         # One record per sweep: the trial's, then one per re-estimation.
         assert [s.info["kind"] for s in sweeps] == ["trial", "reestimate", "reestimate"]
-        assert lr == pytest.approx(t.params["lr"], rel=1e-6)  # broadcast as a float32
-        assert [s.info["chosen_lr"] for s in sweeps[1:]] == rates
         if t.number == 0:  # the enqueued rate, swept on every rank only to be recorded
             assert t.params["lr"] == 0.05 and sweeps[0].info["reason"] == "fixed"
             assert t.user_attrs["lrrange:band_used"] is None
