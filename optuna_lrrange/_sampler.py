@@ -23,6 +23,7 @@ from dataclasses import replace
 import itertools
 import logging
 import math
+import sys
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -552,6 +553,7 @@ _ADAPTER_OPTIONS = frozenset(
         "device",
         "snapshot_device",
         "restore",
+        "process_group",
     )
 )
 
@@ -600,6 +602,21 @@ def _pytorch_sweep_fn(
     return sweep_fn
 
 
+def _distributed_trial(trial: Any) -> bool:
+    """Whether ``trial`` is an ``optuna_integration.TorchDistributedTrial``."""
+    if "optuna_integration.pytorch_distributed" not in sys.modules:
+        return False
+    from optuna_lrrange._distributed import is_torch_distributed_trial
+
+    return is_torch_distributed_trial(trial)
+
+
+def _distributed_group(trial: Any, model: Any) -> Any:
+    from optuna_lrrange._distributed import is_ddp
+
+    return None if is_ddp(model) else trial._group
+
+
 def attach(
     trial: Trial | FixedTrial,
     model: Any = None,
@@ -618,7 +635,13 @@ def attach(
 
     Args:
         trial: The running trial. A ``FixedTrial`` (re-running the objective with fixed
-            parameters, outside a study) is accepted and ignored.
+            parameters, outside a study) is accepted and ignored. Under
+            ``torch.distributed``, an ``optuna_integration.TorchDistributedTrial``, with
+            ``attach`` called on every rank: the sampler on rank 0 runs the sweep on all
+            ranks together (see :func:`optuna_lrrange.pytorch.range_test`'s
+            ``process_group``; a plain model sweeps over the trial's group) when
+            ``trial.suggest_float`` asks for the learning rate on every rank, and the
+            value is broadcast as ``TorchDistributedTrial`` broadcasts every value.
         model: The ``torch.nn.Module`` to probe.
         optimizer: Its ``torch.optim.Optimizer``.
         loss_fn: ``loss_fn(model(x), y)``, the loss of a batch.
@@ -638,7 +661,11 @@ def attach(
     """
     if isinstance(trial, FixedTrial):
         return
-    if not isinstance(trial, Trial):
+    distributed = _distributed_trial(trial)
+    if distributed and model is not None and sweep_fn is None:
+        # The sweep runs on every rank of the trial's group; a DDP model brings its own.
+        adapter_options.setdefault("process_group", _distributed_group(trial, model))
+    if not distributed and not isinstance(trial, Trial):
         raise TypeError(
             f"`trial` must be the running optuna.trial.Trial, but got {type(trial).__name__}."
         )
@@ -655,6 +682,11 @@ def attach(
         raise TypeError("`model` (with optimizer, loss_fn, loader) or `sweep_fn` must be given.")
     else:
         fn = _pytorch_sweep_fn(model, optimizer, loss_fn, loader, adapter_options)
+    if distributed:
+        from optuna_lrrange._distributed import attach_ranks
+
+        attach_ranks(trial, fn)
+        return
 
     sampler, fixed_above = _find_sampler(trial.study.sampler)
     if sampler is None:

@@ -71,7 +71,10 @@ class LRReestimationCallback(Callback):
         loader: The batches the sweeps draw from; by default the trainer's training
             dataloader. Give a separate one when that loader has ``persistent_workers``
             (a second iterator over it would reset the trainer's).
-        trial: An Optuna trial to record each re-estimation on.
+        trial: An Optuna trial to record each re-estimation on. Under the ``ddp``
+            strategy, the ``TorchDistributedTrial`` on every rank (or the trial on rank 0
+            and ``None`` elsewhere): the sweeps run on all ranks together, on the mean of
+            their losses, every rank moves to the same rate, and rank 0 records.
         options: Further arguments of :class:`~optuna_lrrange.reestimate.LRReestimator`
             (``num_iter``, ``span``, ``method``, ``max_change``, ``allow_increase``,
             ``plateau_threshold``, range-test settings).
@@ -145,6 +148,15 @@ class LRReestimationCallback(Callback):
                 "sweep's iterator would reset the trainer's), but it has; pass `loader=`."
             )
         self._pending_val = None
+        options = dict(self.options)
+        ddp = trainer.strategy.model
+        if isinstance(ddp, torch.nn.parallel.DistributedDataParallel):
+            # Under the ddp strategy the sweep's steps synchronize gradients as training's
+            # do, and its losses are averaged over the ranks, so every rank gets one rate.
+            options["range_test_options"] = {
+                "process_group": ddp.process_group,
+                **(options.get("range_test_options") or {}),
+            }
         self.reestimator = LRReestimator(
             pl_module,
             optimizers[0],
@@ -155,7 +167,7 @@ class LRReestimationCallback(Callback):
             on_plateau=self.on_plateau,
             scheduler=scheduler,
             trial=self.trial,
-            **self.options,
+            **options,
         )
 
     def _make_step_fn(
@@ -163,12 +175,17 @@ class LRReestimationCallback(Callback):
     ) -> Any:
         strategy = trainer.strategy
         counter = iter(range(1 << 62))
+        # Through the DDP wrapper when there is one, for its gradient synchronization.
+        ddp = isinstance(strategy.model, torch.nn.parallel.DistributedDataParallel)
 
         def step_fn(batch: Any) -> torch.Tensor:
             batch = strategy.batch_to_device(batch)
             optimizer.zero_grad()
-            with strategy.precision_plugin.forward_context():
-                out = pl_module.training_step(batch, next(counter))
+            if ddp:
+                out = strategy.training_step(batch, next(counter))
+            else:
+                with strategy.precision_plugin.forward_context():
+                    out = pl_module.training_step(batch, next(counter))
             loss = out["loss"] if isinstance(out, dict) else out
             if not isinstance(loss, torch.Tensor):
                 raise TypeError(

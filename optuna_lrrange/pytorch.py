@@ -28,11 +28,13 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
         "`pip install optuna-lrrange[torch]`."
     ) from e
 
+from optuna_lrrange import _distributed
+from optuna_lrrange._distributed import RankFailedError
 from optuna_lrrange._torch_state import TrainingState, preserved
 from optuna_lrrange.core import RangeTestConfig, Sweep, run_range_test
 from optuna_lrrange.core._config import resolve_config
 
-__all__ = ["TrainingState", "preserved", "range_test"]
+__all__ = ["RankFailedError", "TrainingState", "preserved", "range_test"]
 
 
 def range_test(
@@ -49,6 +51,7 @@ def range_test(
     device: torch.device | str | None = None,
     snapshot_device: torch.device | str = "cpu",
     restore: bool = True,
+    process_group: Any = None,
     **config_options: Any,
 ) -> Sweep:
     """Runs a learning-rate range test on a PyTorch model.
@@ -92,6 +95,18 @@ def range_test(
             raises). With ``False`` the model and optimizer are left as the sweep left
             them (weights trained at rising rates, the last rate in the param groups), and
             the random number generators advanced.
+        process_group: Under ``torch.distributed``, the ranks that sweep together: each
+            takes its local step, the loss recorded (and the stop decided on) is the mean
+            over the ranks, so every rank gets the same sweep, and each restores its own
+            state. ``None`` (the default) takes a ``DistributedDataParallel`` model's own
+            group and sweeps alone otherwise; pass a group for a plain model whose
+            gradients your ``step_fn`` synchronizes, or ``False`` for a sweep of this
+            process alone. With accumulation, a DDP model synchronizes gradients on the
+            last batch of a step only, as under ``no_sync``. A rank whose loader fails
+            (or, without DDP and ``step_fn``, whose step raises) stops every rank at that
+            step with ``RankFailedError``. A DDP step that raises on one rank raises
+            there at once; the others wait in DDP's gradient all-reduce until that
+            process ends or the group's ``timeout`` passes.
 
     Returns:
         The :class:`~optuna_lrrange.core.Sweep`; its ``lrs`` are the first group's rates.
@@ -156,6 +171,10 @@ def range_test(
                 f"(accumulation_steps={accumulation_steps}, autocast_dtype={autocast_dtype})."
             )
         step = _make_user_step(step_fn, batches, rates)
+    group = _distributed.sweep_group(model, process_group)
+    if group is not None:
+        synced = step_fn is not None or _distributed.is_ddp(model)
+        step = _distributed.shared_step(step, group, config, batches, synced)
 
     generators: list[torch.Generator] = []
     for owner in (loader, getattr(loader, "sampler", None)):
@@ -233,19 +252,27 @@ class _Batches:
     first step (inside the snapshot, so what iterating it changes is restored).
     """
 
-    __slots__ = ("iterator", "loader", "passes")
+    __slots__ = ("ahead", "iterator", "loader", "passes")
 
     def __init__(self, loader: Iterable[Any]) -> None:
         self.loader = loader
         self.iterator: Iterator[Any] = iter(())
         self.passes = 0
+        self.ahead: list[Any] = []  # a batch fetched early by prefetch()
 
     def take(self) -> Any:
         """The next batch, starting a new pass over the loader when one ends."""
+        if self.ahead:
+            return self.ahead.pop()
         try:
             return next(self.iterator)
         except StopIteration:
             return self.next_pass()
+
+    def prefetch(self) -> None:
+        """Fetches the next batch now; the next :meth:`take` returns it."""
+        if not self.ahead:
+            self.ahead.append(self.take())
 
     def next_pass(self) -> Any:
         """The first batch of a new pass over the loader."""
@@ -376,18 +403,26 @@ def _make_step(
         with torch.autocast(device_type=device.type, dtype=autocast_dtype):
             return _scalar(loss_fn(model(x), y), "`loss_fn`")
 
+    # A DDP model synchronizes gradients on the last batch of a step only, as DDP does it.
+    no_sync: Callable[[], contextlib.AbstractContextManager[Any]] = (
+        model.no_sync  # type: ignore[assignment]
+        if _distributed.is_ddp(model)
+        else contextlib.nullcontext
+    )
+
     def accumulated_step(lr: float) -> float:
         for group, ratio in rates:
             group["lr"] = lr * ratio
         optimizer.zero_grad()
         losses = []
-        for _ in range(accumulation_steps):
-            loss = forward()
-            scaled = loss / accumulation_steps
-            if scaler is None:
-                scaled.backward()  # type: ignore[no-untyped-call]
-            else:
-                scaler.scale(scaled).backward()  # type: ignore[no-untyped-call]
+        for i in range(accumulation_steps):
+            with no_sync() if i < accumulation_steps - 1 else contextlib.nullcontext():
+                loss = forward()
+                scaled = loss / accumulation_steps
+                if scaler is None:
+                    scaled.backward()  # type: ignore[no-untyped-call]
+                else:
+                    scaler.scale(scaled).backward()  # type: ignore[no-untyped-call]
             losses.append(loss.detach().float())
         if scaler is None:
             optimizer.step()

@@ -207,7 +207,9 @@ class LRReestimator:
         scheduler: The LR scheduler driving ``optimizer``, if any.
         trial: An Optuna trial to record each re-estimation on
             (``optuna_lrrange.get_sweeps(trial)`` reads them back); ``None`` keeps them on
-            this object only (:attr:`history`).
+            this object only (:attr:`history`). Under ``torch.distributed`` pass the
+            ``TorchDistributedTrial`` on every rank (rank 0 records; every rank gets the
+            same sweep and rate), or the trial on rank 0 and ``None`` elsewhere.
         max_change: If set, a re-estimation moves the rate by at most this factor up or
             down (``> 1``).
         allow_increase: Whether a re-estimation may raise the rate. Off by default: the
@@ -220,9 +222,12 @@ class LRReestimator:
             ``loss_fn``).
         range_test_options: Further keyword arguments of
             :func:`optuna_lrrange.pytorch.range_test`: only ``accumulation_steps``,
-            ``scaler``, ``autocast_dtype``, ``device``, ``snapshot_device`` (a re-estimation
-            always restores the training state, and the sweep's settings are this
-            constructor's). Every argument is checked here, not at the first re-estimation.
+            ``scaler``, ``autocast_dtype``, ``device``, ``snapshot_device``,
+            ``process_group`` (a re-estimation always restores the training state, and the
+            sweep's settings are this constructor's). Every argument is checked here, not
+            at the first re-estimation. With a ``DistributedDataParallel`` model (or a
+            ``process_group``) every rank must call :meth:`step` at the same points;
+            ``on_plateau`` watches the mean of the ranks' ``val_loss``.
         config_options: Further :class:`~optuna_lrrange.RangeTestConfig` settings
             (``mode``, ``diverge_factor``, ``smooth_beta``).
 
@@ -357,6 +362,12 @@ class LRReestimator:
         self._last_epoch: int | None = None
         self._last_step: int | None = None
 
+    def _group(self) -> Any:
+        """The process group the sweeps run across, or ``None``."""
+        from optuna_lrrange._distributed import sweep_group
+
+        return sweep_group(self.model, self.range_test_options.get("process_group"))
+
     @property
     def lr(self) -> float:
         """The current learning rate of param group 0."""
@@ -385,6 +396,11 @@ class LRReestimator:
         trigger = None
         if val_loss is not None and self.on_plateau is not None:
             value = _float(val_loss)
+            group = self._group()
+            if group is not None:  # every rank sees the same plateau, and sweeps with the others
+                from optuna_lrrange._distributed import mean_over_ranks
+
+                value = mean_over_ranks(value, group)
             if self._best is None or value < self._best - self.plateau_threshold * abs(self._best):
                 self._best, self._wait = value, 0
             else:
@@ -426,7 +442,7 @@ class LRReestimator:
             raise ValueError(
                 f"the current learning rate must be positive and finite, but got {previous!r}."
             )
-        trial = self.trial if self.trial is not None and _is_live_trial(self.trial) else None
+        trial = _trial_on_this_rank(self.trial)
         if trial is not None:
             # Checked before the sweep: a re-estimation that cannot be recorded changes nothing.
             state = trial.study._storage.get_trial(trial._trial_id).state
@@ -510,6 +526,21 @@ class LRReestimator:
         return record
 
 
+def _trial_on_this_rank(trial: Any) -> Any:
+    """The live ``optuna.Trial`` to record on in this process, or ``None``.
+
+    A ``TorchDistributedTrial`` records through its real trial, on rank 0 only: one record
+    per re-estimation, however many ranks take part in it.
+    """
+    if trial is None:
+        return None
+    if type(trial).__name__ == "TorchDistributedTrial":
+        from optuna_lrrange._distributed import trial_on_this_rank
+
+        trial = trial_on_this_rank(trial)
+    return trial if _is_live_trial(trial) else None
+
+
 def _due(count: int | None, every: int | None, last: int | None) -> bool:
     """Whether a step or epoch ``count`` is a fresh, positive multiple of ``every``."""
     return (
@@ -532,6 +563,7 @@ _RANGE_TEST_OPTIONS = (
     "accumulation_steps",
     "autocast_dtype",
     "device",
+    "process_group",
     "scaler",
     "snapshot_device",
 )
@@ -581,8 +613,14 @@ def _is_live_trial(trial: Any) -> bool:
 def _check_trial(trial: Any) -> None:
     from optuna.trial import FixedTrial, Trial
 
-    if not isinstance(trial, (Trial, FixedTrial)):
-        raise TypeError(
-            "`trial` must be an optuna Trial (or FixedTrial, which records nothing), but got "
-            f"{type(trial).__name__}."
-        )
+    if isinstance(trial, (Trial, FixedTrial)):
+        return
+    if type(trial).__name__ == "TorchDistributedTrial":
+        from optuna_lrrange._distributed import is_torch_distributed_trial
+
+        if is_torch_distributed_trial(trial):
+            return
+    raise TypeError(
+        "`trial` must be an optuna Trial, a TorchDistributedTrial (recorded by rank 0) or a "
+        f"FixedTrial (which records nothing), but got {type(trial).__name__}."
+    )

@@ -122,3 +122,19 @@ def test_reestimate(tmp_path):
         assert kinds == ["trial", "reestimate"]  # 4 epochs, every 2: one at epoch 2
         assert ol.get_sweeps(t)[1].info["epoch"] == 2
     assert "best accuracy" in text
+
+
+def test_distributed(tmp_path):
+    pytest.importorskip("optuna_integration")
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    text = run_example("distributed.py", "--storage", url, cwd=tmp_path)
+    trials = complete_trials(url, "distributed")
+    assert len(trials) == 2
+    for t in trials:
+        sweeps = ol.get_sweeps(t)
+        # One record per sweep, written by rank 0: the trial's, and the epoch-2 re-estimation.
+        assert [s.info["kind"] for s in sweeps] == ["trial", "reestimate"]
+        low, high = t.user_attrs["lrrange:band_used"]
+        assert low <= t.params["lr"] <= high
+        assert f"trial {t.number}: lr " in text
+    assert "best accuracy" in text

@@ -399,7 +399,8 @@ def test_invalid_settings_are_refused(kwargs: dict[str, Any], match: str) -> Non
             {"range_test_options": {"restore": False}},
             ValueError,
             r"`range_test_options` must be among \['accumulation_steps', 'autocast_dtype', "
-            r"'device', 'scaler', 'snapshot_device'\], but got \['restore'\]: .* always restores",
+            r"'device', 'process_group', 'scaler', 'snapshot_device'\], but got \['restore'\]: "
+            r".* always restores",
             id="range_test_options_restore",
         ),
         pytest.param(
