@@ -429,12 +429,19 @@ class LRReestimator:
             **self.range_test_options,
         )
         seconds = time.perf_counter() - start
-        suggestion = sweep.suggest(self.method)
-        fallback_from = None
-        if suggestion.lr is None and self.method is None:
-            edge = sweep.suggest("edge_div10")
-            if edge.lr is not None:
-                fallback_from, suggestion = suggestion.reason, edge
+        suggestion, chosen, outcome = _decide(
+            sweep,
+            previous,
+            method=self.method,
+            allow_increase=self.allow_increase,
+            max_change=self.max_change,
+        )
+        if "kept_reason" not in outcome:
+            if self.apply == "set":
+                _set_rate(self.optimizer, chosen)
+            else:
+                scale_scheduler(self.scheduler, chosen / previous)
+                _set_rate(self.optimizer, chosen)  # group 0 exactly, ratios kept
         info: dict[str, Any] = {
             "kind": "reestimate",
             "step": step,
@@ -442,37 +449,9 @@ class LRReestimator:
             "trigger": trigger,
             "previous_lr": previous,
             "seconds": seconds,
+            **outcome,
         }
-        if fallback_from is not None:
-            info["fallback_from"] = fallback_from
-        chosen = previous
-        if suggestion.lr is None:
-            info["kept_reason"] = suggestion.reason
-        elif suggestion.lr > previous and not self.allow_increase:
-            info["kept_reason"] = WOULD_RAISE
-            info["refused_lr"] = float(suggestion.lr)
-        else:
-            chosen = float(suggestion.lr)
-            if self.max_change is not None:
-                bounded = min(max(chosen, previous / self.max_change), previous * self.max_change)
-                if bounded != chosen:
-                    info["clamped_from"] = chosen
-                    chosen = bounded
-            if self.apply == "set":
-                _set_rate(self.optimizer, chosen)
-            else:
-                scale_scheduler(self.scheduler, chosen / previous)
-                _set_rate(self.optimizer, chosen)  # group 0 exactly, ratios kept
-        info["chosen_lr"] = chosen
-        trial = self.trial if self.trial is not None and _is_live_trial(self.trial) else None
-        if trial is not None:
-            info["trial_number"] = trial.number
-            info["trial_id"] = trial._trial_id
-        sweep = replace(sweep, info={**dict(sweep.info), **info})
-        if trial is not None:
-            from optuna_lrrange._records import write_sweep
-
-            write_sweep(trial.study._storage, trial._trial_id, sweep, suggestion)
+        sweep = _record_sweep(self.trial, sweep, suggestion, info)
         record = Reestimation(step, epoch, sweep, suggestion, chosen)
         self.history.append(record)
         self.extra_steps += len(sweep)
@@ -482,6 +461,62 @@ class LRReestimator:
         if step is not None:
             self._last_step = step
         return record
+
+
+def _decide(
+    sweep: Sweep,
+    previous: float,
+    *,
+    method: str | None,
+    allow_increase: bool,
+    max_change: float | None,
+) -> tuple[Suggestion, float, dict[str, Any]]:
+    """What a re-estimation makes of its sweep, whatever the framework.
+
+    Returns the suggestion (with the ``edge_div10`` fallback when ``method`` is ``None``
+    and the default rule finds no descent), the rate to move to (``previous`` when it is
+    kept), and the ``Sweep.info`` entries that say why: ``fallback_from``,
+    ``kept_reason`` and ``refused_lr`` (the rate is kept), ``clamped_from``, ``chosen_lr``.
+    """
+    suggestion = sweep.suggest(method)
+    outcome: dict[str, Any] = {}
+    if suggestion.lr is None and method is None:
+        edge = sweep.suggest("edge_div10")
+        if edge.lr is not None:
+            outcome["fallback_from"], suggestion = suggestion.reason, edge
+    chosen = previous
+    if suggestion.lr is None:
+        outcome["kept_reason"] = suggestion.reason
+    elif suggestion.lr > previous and not allow_increase:
+        outcome["kept_reason"] = WOULD_RAISE
+        outcome["refused_lr"] = float(suggestion.lr)
+    else:
+        chosen = float(suggestion.lr)
+        if max_change is not None:
+            bounded = min(max(chosen, previous / max_change), previous * max_change)
+            if bounded != chosen:
+                outcome["clamped_from"] = chosen
+                chosen = bounded
+    outcome["chosen_lr"] = chosen
+    return suggestion, chosen, outcome
+
+
+def _record_sweep(
+    trial: Any, sweep: Sweep, suggestion: Suggestion, info: Mapping[str, Any]
+) -> Sweep:
+    """``sweep`` with ``info`` added, written to ``trial`` when it is a live Optuna trial
+    (with its number and id in the info); a ``FixedTrial`` or ``None`` records nothing."""
+    info = dict(info)
+    live = trial if trial is not None and _is_live_trial(trial) else None
+    if live is not None:
+        info["trial_number"] = live.number
+        info["trial_id"] = live._trial_id
+    sweep = replace(sweep, info={**dict(sweep.info), **info})
+    if live is not None:
+        from optuna_lrrange._records import write_sweep
+
+        write_sweep(live.study._storage, live._trial_id, sweep, suggestion)
+    return sweep
 
 
 def _due(count: int | None, every: int | None, last: int | None) -> bool:
