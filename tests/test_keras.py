@@ -298,7 +298,8 @@ def test_the_same_network_in_keras_and_pytorch_sweeps_the_same_losses() -> None:
     )
     assert keras_sweep.lrs == torch_sweep.lrs
     assert keras_sweep.stop_reason == torch_sweep.stop_reason
-    np.testing.assert_allclose(keras_sweep.losses, torch_sweep.losses, rtol=1e-4, atol=1e-6)
+    # float32 rounding apart (the largest relative difference measured here: 2.3e-7).
+    np.testing.assert_allclose(keras_sweep.losses, torch_sweep.losses, rtol=1e-5, atol=0)
     assert max(keras_sweep.losses) > 2 * min(keras_sweep.losses)  # the rate mattered
 
 
