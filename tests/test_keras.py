@@ -60,10 +60,19 @@ def _optimizer(kind: str) -> Any:
     raise ValueError(kind)
 
 
+class _GlobalNoise(keras.layers.Layer):  # type: ignore[misc]
+    """Adds noise in training drawn with ``seed=None``: from Keras' global seed generator."""
+
+    def call(self, x: Any, training: bool = False) -> Any:
+        if training:
+            return x + 0.01 * keras.random.normal(keras.ops.shape(x))
+        return x
+
+
 def _model(kind: str = "adam", seed: int = 0) -> Any:
     """A compiled model with BatchNormalization, a seeded and an unseeded Dropout (the
     unseeded one draws from torch's global generator, the seeded one from its own seed
-    state), and an accuracy metric."""
+    state), noise from Keras' global seed generator, and an accuracy metric."""
     keras.utils.set_random_seed(seed)
     model = keras.Sequential(
         [
@@ -73,6 +82,7 @@ def _model(kind: str = "adam", seed: int = 0) -> Any:
             keras.layers.Dropout(0.2, seed=7),
             keras.layers.Dense(16, activation="relu"),
             keras.layers.Dropout(0.2),
+            _GlobalNoise(),
             keras.layers.Dense(CLASSES),
         ]
     )
@@ -124,7 +134,6 @@ KINDS = ["sgd_momentum", "adam", "adam_schedule"]
 def test_a_sweep_restores_weights_optimizer_metrics_and_random_state_bitwise(kind: str) -> None:
     model = _model(kind)
     _fit(model, 1)  # momentum, moments, BN statistics, metrics and seeds all in use
-    keras.random.normal((2,))  # creates Keras' global seed generator
     before = _state(model)
     sweep = range_test(model, X, Y, batch_size=32, num_iter=30, start_lr=1e-4, end_lr=1.0)
     assert len(sweep) > 10
@@ -352,6 +361,12 @@ def test_a_train_step_that_reports_no_loss_is_an_error_and_restores() -> None:
     assert _state(model) == before
 
 
+def test_a_sweep_writes_no_file(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    range_test(_model(), X, Y, num_iter=10)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_preserved_restores_what_the_block_did() -> None:
     model = _model("adam")
     _fit(model, 1)
@@ -397,6 +412,7 @@ def test_a_keras_objective_with_lrrangesampler_on_sqlite(tmp_path: Any) -> None:
     stored = optuna.load_study(study_name=study.study_name, storage=storage)
     trials = stored.get_trials(states=[optuna.trial.TrialState.COMPLETE])
     assert len(trials) == 3
+    used_bands = 0
     for trial in trials:
         sweeps = get_sweeps(trial)
         assert len(sweeps) == 1 and sweeps[0].info["kind"] == "trial"
@@ -405,9 +421,11 @@ def test_a_keras_objective_with_lrrangesampler_on_sqlite(tmp_path: Any) -> None:
         band = trial.user_attrs["lrrange:band"]
         if band is not None and trial.user_attrs["lrrange:reason"] is None:
             assert band[0] <= low <= high <= band[1]
+            used_bands += 1
         info = get_sweep_plot_info(trial)
         assert info.lrs == sweeps[0].lrs and info.chosen_lr == trial.params["lr"]
         assert plot_sweep(trial).lines
+    assert used_bands == 3  # every trial's rate came from its own sweep's band
     assert plot_bands(stored).collections or plot_bands(stored).lines
 
 
