@@ -170,11 +170,11 @@ class _KerasState:
             # Through the public setter, which also stops tracking a variable put in its
             # place for the sweep.
             holder.learning_rate = self._rate
-        for holder, attributes, lists in self._unbuilt:
+        for unbuilt, attributes, lists in self._unbuilt:
             for name, items in lists.items():
-                getattr(holder, name)[:] = items  # trackers hold these very lists
-            vars(holder).clear()
-            vars(holder).update(attributes)
+                attributes[name][:] = items  # the original lists: trackers hold them
+            vars(unbuilt).clear()
+            vars(unbuilt).update(attributes)
         # Metrics first built during the sweep go back to their initial state.
         saved = {id(v) for v in self._variables}
         for metric in model.metrics:
@@ -186,7 +186,7 @@ class _KerasState:
             import torch
 
             for variable, grad in self._grads:
-                variable.value.grad = grad
+                variable.value.grad = None if grad is None else grad.clone()
             torch.set_rng_state(self._torch_rng)
             if self._cuda_rng is not None:
                 torch.cuda.set_rng_state_all(self._cuda_rng)
