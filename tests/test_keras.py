@@ -57,6 +57,8 @@ def _optimizer(kind: str) -> Any:
         return keras.optimizers.Adam(1e-3)
     if kind == "adam_schedule":
         return keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(1e-3, 10, 0.5))
+    if kind == "loss_scale_sgd":  # the rate lives on the wrapped optimizer
+        return keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.01, momentum=0.9))
     raise ValueError(kind)
 
 
@@ -127,7 +129,7 @@ def _fit(model: Any, epochs: int, **kwargs: Any) -> dict[str, list[float]]:
     return history.history  # type: ignore[no-any-return]
 
 
-KINDS = ["sgd_momentum", "adam", "adam_schedule"]
+KINDS = ["sgd_momentum", "adam", "adam_schedule", "loss_scale_sgd"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -198,8 +200,9 @@ def test_a_step_that_raises_still_restores_everything(kind: str) -> None:
     assert _state(model) == before
 
 
-def test_restore_false_leaves_the_trained_model_and_the_last_rate() -> None:
-    model = _model("sgd_momentum")
+@pytest.mark.parametrize("kind", ["sgd_momentum", "loss_scale_sgd"])
+def test_restore_false_leaves_the_trained_model_and_the_last_rate(kind: str) -> None:
+    model = _model(kind)
     weights = [_bytes(v) for v in model.trainable_variables]
     sweep = range_test(model, X, Y, num_iter=15, end_lr=0.1, restore=False)
     assert [_bytes(v) for v in model.trainable_variables] != weights
