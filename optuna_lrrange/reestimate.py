@@ -442,16 +442,8 @@ class LRReestimator:
             raise ValueError(
                 f"the current learning rate must be positive and finite, but got {previous!r}."
             )
-        trial = _trial_on_this_rank(self.trial)
-        if trial is not None:
-            # Checked before the sweep: a re-estimation that cannot be recorded changes nothing.
-            state = trial.study._storage.get_trial(trial._trial_id).state
-            if state.is_finished():
-                raise RuntimeError(
-                    f"the trial must be running to record a re-estimation on it, but trial "
-                    f"{trial.number} is {state.name}; re-estimate before `study.tell`, or "
-                    "pass trial=None to keep the re-estimations in `history` only."
-                )
+        # Checked before the sweep: a re-estimation that cannot be recorded changes nothing.
+        trial = _running_trial(self.trial)
         config = RangeTestConfig(
             start_lr=previous / 10**self.span,
             end_lr=previous * 10**self.span,
@@ -470,12 +462,13 @@ class LRReestimator:
             **self.range_test_options,
         )
         seconds = time.perf_counter() - start
-        suggestion = sweep.suggest(self.method)
-        fallback_from = None
-        if suggestion.lr is None and self.method is None:
-            edge = sweep.suggest("edge_div10")
-            if edge.lr is not None:
-                fallback_from, suggestion = suggestion.reason, edge
+        suggestion, chosen, outcome = _decide(
+            sweep,
+            previous,
+            method=self.method,
+            allow_increase=self.allow_increase,
+            max_change=self.max_change,
+        )
         info: dict[str, Any] = {
             "kind": "reestimate",
             "step": step,
@@ -483,33 +476,11 @@ class LRReestimator:
             "trigger": trigger,
             "previous_lr": previous,
             "seconds": seconds,
+            **outcome,
         }
-        if fallback_from is not None:
-            info["fallback_from"] = fallback_from
-        chosen, move = previous, False
-        if suggestion.lr is None:
-            info["kept_reason"] = suggestion.reason
-        elif suggestion.lr > previous and not self.allow_increase:
-            info["kept_reason"] = WOULD_RAISE
-            info["refused_lr"] = float(suggestion.lr)
-        else:
-            chosen, move = float(suggestion.lr), True
-            if self.max_change is not None:
-                bounded = min(max(chosen, previous / self.max_change), previous * self.max_change)
-                if bounded != chosen:
-                    info["clamped_from"] = chosen
-                    chosen = bounded
-        info["chosen_lr"] = chosen
-        if trial is not None:
-            info["trial_number"] = trial.number
-            info["trial_id"] = trial._trial_id
-        sweep = replace(sweep, info={**dict(sweep.info), **info})
-        if trial is not None:
-            from optuna_lrrange._records import write_sweep
-
-            # Recorded before the rate moves: if the write fails, the run is unchanged.
-            write_sweep(trial.study._storage, trial._trial_id, sweep, suggestion)
-        if move:
+        # Recorded before the rate moves: if the write fails, the run is unchanged.
+        sweep = _record_sweep(trial, sweep, suggestion, info)
+        if "kept_reason" not in outcome:
             if self.apply == "set":
                 _set_rate(self.optimizer, chosen)
             else:
@@ -539,6 +510,77 @@ def _trial_on_this_rank(trial: Any) -> Any:
 
         trial = trial_on_this_rank(trial)
     return trial if _is_live_trial(trial) else None
+
+
+def _running_trial(trial: Any) -> Any:
+    """The live trial to record on in this process (see :func:`_trial_on_this_rank`), or
+    ``None``; a clear error when that trial is already finished."""
+    live = _trial_on_this_rank(trial)
+    if live is not None:
+        state = live.study._storage.get_trial(live._trial_id).state
+        if state.is_finished():
+            raise RuntimeError(
+                f"the trial must be running to record a re-estimation on it, but trial "
+                f"{live.number} is {state.name}; re-estimate before `study.tell`, or "
+                "pass trial=None to keep the re-estimations in `history` only."
+            )
+    return live
+
+
+def _decide(
+    sweep: Sweep,
+    previous: float,
+    *,
+    method: str | None,
+    allow_increase: bool,
+    max_change: float | None,
+) -> tuple[Suggestion, float, dict[str, Any]]:
+    """What a re-estimation makes of its sweep, whatever the framework.
+
+    Returns the suggestion (with the ``edge_div10`` fallback when ``method`` is ``None``
+    and the default rule finds no descent), the rate to move to (``previous`` when it is
+    kept), and the ``Sweep.info`` entries that say why: ``fallback_from``,
+    ``kept_reason`` and ``refused_lr`` (the rate is kept), ``clamped_from``, ``chosen_lr``.
+    """
+    suggestion = sweep.suggest(method)
+    outcome: dict[str, Any] = {}
+    if suggestion.lr is None and method is None:
+        edge = sweep.suggest("edge_div10")
+        if edge.lr is not None:
+            outcome["fallback_from"], suggestion = suggestion.reason, edge
+    chosen = previous
+    if suggestion.lr is None:
+        outcome["kept_reason"] = suggestion.reason
+    elif suggestion.lr > previous and not allow_increase:
+        outcome["kept_reason"] = WOULD_RAISE
+        outcome["refused_lr"] = float(suggestion.lr)
+    else:
+        chosen = float(suggestion.lr)
+        if max_change is not None:
+            bounded = min(max(chosen, previous / max_change), previous * max_change)
+            if bounded != chosen:
+                outcome["clamped_from"] = chosen
+                chosen = bounded
+    outcome["chosen_lr"] = chosen
+    return suggestion, chosen, outcome
+
+
+def _record_sweep(
+    trial: Any, sweep: Sweep, suggestion: Suggestion, info: Mapping[str, Any]
+) -> Sweep:
+    """``sweep`` with ``info`` added, written to ``trial`` when it is a live Optuna trial
+    (with its number and id in the info); a ``FixedTrial`` or ``None`` records nothing."""
+    info = dict(info)
+    live = trial if trial is not None and _is_live_trial(trial) else None
+    if live is not None:
+        info["trial_number"] = live.number
+        info["trial_id"] = live._trial_id
+    sweep = replace(sweep, info={**dict(sweep.info), **info})
+    if live is not None:
+        from optuna_lrrange._records import write_sweep
+
+        write_sweep(live.study._storage, live._trial_id, sweep, suggestion)
+    return sweep
 
 
 def _due(count: int | None, every: int | None, last: int | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 import subprocess
@@ -138,3 +139,21 @@ def test_distributed(tmp_path):
         assert low <= t.params["lr"] <= high
         assert f"trial {t.number}: lr " in text
     assert "best accuracy" in text
+
+
+def test_keras_quickstart(tmp_path):
+    # Not imported here: the example picks its backend before it imports Keras.
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed")
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    text = run_example("keras_quickstart.py", "--storage", url, cwd=tmp_path)
+    trials = complete_trials(url, "keras_quickstart")
+    assert len(trials) == 3
+    for t in trials:
+        kinds = [s.info["kind"] for s in ol.get_sweeps(t)]
+        assert kinds == ["trial", "reestimate"]  # 2 epochs, every epoch: one at epoch 1
+        assert ol.get_sweeps(t)[1].info["epoch"] == 1
+        low, high = t.user_attrs["lrrange:band_used"]
+        assert low <= t.params["lr"] <= high
+        assert f"trial {t.number}: band" in text
+    assert text.startswith("best accuracy ")
