@@ -520,8 +520,6 @@ def _pytorch_sweep_fn(
         ) from e
     if loader is None:
         raise TypeError("`loader` must be an iterable of batches, but got None.")
-    if loss_fn is None and adapter_options.get("step_fn") is None:
-        raise TypeError("`loss_fn` must be given (or `step_fn=` in its place), but got None.")
     if loss_fn is not None and not callable(loss_fn):
         raise TypeError(f"`loss_fn` must be callable, but got {type(loss_fn).__name__}.")
     config_keys = sorted(set(adapter_options) & _CONFIG_FIELDS)
@@ -573,7 +571,11 @@ def attach(
             parameters, outside a study) is accepted and ignored.
         model: The ``torch.nn.Module`` to probe.
         optimizer: Its ``torch.optim.Optimizer``.
-        loss_fn: ``loss_fn(model(x), y)``, the loss of a batch.
+        loss_fn: ``loss_fn(model(x), y)``, the loss of a batch ``(x, y)`` (or
+            ``(x1, ..., xn, y)``); ``None`` for dict batches whose model returns its own
+            loss (``model(**batch).loss``, Hugging Face); or
+            ``optuna_lrrange.pytorch.batch_loss(fn)`` for ``fn(model, batch)``. See
+            :func:`optuna_lrrange.pytorch.range_test`.
         loader: The batches, as :func:`optuna_lrrange.pytorch.range_test` takes them.
         sweep_fn: Instead of the PyTorch objects, any framework's sweep:
             ``sweep_fn(config) -> Sweep``, for example

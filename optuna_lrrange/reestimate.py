@@ -178,8 +178,10 @@ class LRReestimator:
     Args:
         model: The model being trained.
         optimizer: Its optimizer. Param groups keep their ratios to group 0.
-        loss_fn: ``loss_fn(model(x), y)`` for batches ``(x, y)``, as for
-            :func:`optuna_lrrange.pytorch.range_test`; or give ``step_fn``.
+        loss_fn: ``loss_fn(model(x), y)`` for batches ``(x, y)``; ``None`` for dict
+            batches whose model returns its own loss; ``batch_loss(fn)`` for
+            ``fn(model, batch)``: as for :func:`optuna_lrrange.pytorch.range_test`. Or
+            give ``step_fn``.
         loader: The training data the sweeps draw batches from (an iterable of batches;
             a ``DataLoader`` is typical).
         every_epochs: Re-estimate when ``step(epoch=e)`` is called with ``e > 0`` a multiple
@@ -303,8 +305,6 @@ class LRReestimator:
             )
         if scheduler is not None:
             _scheduler_attrs(scheduler)  # fails early on an unsupported scheduler
-        if loss_fn is None and step_fn is None:
-            raise ValueError("one of `loss_fn`, `step_fn` must be given, but got neither.")
         if loader is None:
             raise ValueError("`loader` must be given, but got None.")
         if trial is not None:
