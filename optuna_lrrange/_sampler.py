@@ -234,6 +234,12 @@ class LRRangeSampler(BaseSampler):
             this trial's: ``True`` compares every parameter suggested before the learning
             rate, a sequence of names compares those. Only matters with
             ``sweep_every > 1``.
+        artifact_store: An Optuna artifact store (for example
+            ``optuna.artifacts.FileSystemArtifactStore(DIR)``): after each sweep, its plot
+            is uploaded as an artifact of the trial and the trial's note gets the band, the
+            suggestion, the rate used and the plot, for optuna-dashboard (see
+            :mod:`optuna_lrrange.dashboard`; needs the ``dashboard`` extra). A failed upload
+            never fails the trial. ``None`` (the default) uploads nothing.
         config_options: Range-test settings, as the fields of
             :class:`~optuna_lrrange.RangeTestConfig`.
     """
@@ -248,6 +254,7 @@ class LRRangeSampler(BaseSampler):
         sweep_every: int = 1,
         sweep_fixed: bool = False,
         resweep_on_params: bool | Sequence[str] = False,
+        artifact_store: Any = None,
         **config_options: Any,
     ) -> None:
         if base_sampler is None:
@@ -283,6 +290,11 @@ class LRRangeSampler(BaseSampler):
         self._resweep_on_params: bool | tuple[str, ...] = (
             resweep_on_params if isinstance(resweep_on_params, bool) else tuple(resweep_on_params)
         )
+        if artifact_store is not None:
+            from optuna_lrrange.dashboard import check_artifact_store
+
+            check_artifact_store(artifact_store)
+        self._artifact_store = artifact_store
         _quiet_independent_sampling_notice(base_sampler)
 
     @property
@@ -398,7 +410,16 @@ class LRRangeSampler(BaseSampler):
         storage.set_trial_user_attr(trial._trial_id, BAND_USED_KEY, [lo, hi])
         storage.set_trial_user_attr(trial._trial_id, SOURCE_KEY, source)
         storage.set_trial_user_attr(trial._trial_id, REASON_KEY, reason)
+        if record is not None:
+            self._publish(study, trial._trial_id)
         return value
+
+    def _publish(self, study: Study, trial_id: int) -> None:
+        """The trial's sweep plot and note for optuna-dashboard, if asked for; never raises."""
+        if self._artifact_store is not None:
+            from optuna_lrrange.dashboard import publish_safely
+
+            publish_safely(study, trial_id, self._artifact_store, self._param_name)
 
     # ------------------------------------------------------------------ the band
 
@@ -486,6 +507,7 @@ class LRRangeSampler(BaseSampler):
             info["reason"] = FIXED
             write_sweep(storage, trial_id, replace(sweep, info=info), suggestion)
             storage.set_trial_user_attr(trial_id, SOURCE_KEY, trial.number)
+            self._publish(trial.study, trial_id)
         else:
             _logger.warning(f"Trial {trial.number}: the sweep of a fixed rate failed ({reason}).")
         storage.set_trial_user_attr(trial_id, BAND_USED_KEY, None)

@@ -221,6 +221,10 @@ class LRReestimator:
         range_test_options: Further keyword arguments of
             :func:`optuna_lrrange.pytorch.range_test` (``accumulation_steps``, ``scaler``,
             ``autocast_dtype``, ``device``, ``snapshot_device``).
+        artifact_store: With ``trial``, an Optuna artifact store: each re-estimation's plot
+            is uploaded as an artifact of the trial and the trial's note is updated, for
+            optuna-dashboard (see :mod:`optuna_lrrange.dashboard`). A failed upload never
+            fails the run.
         config_options: Further :class:`~optuna_lrrange.RangeTestConfig` settings
             (``mode``, ``diverge_factor``, ``smooth_beta``).
 
@@ -255,6 +259,7 @@ class LRReestimator:
         allow_increase: bool = False,
         step_fn: Callable[..., Any] | None = None,
         range_test_options: Mapping[str, Any] | None = None,
+        artifact_store: Any = None,
         **config_options: Any,
     ) -> None:
         for name, value in (
@@ -309,6 +314,10 @@ class LRReestimator:
             raise ValueError("`loader` must be given, but got None.")
         if trial is not None:
             _check_trial(trial)
+        if artifact_store is not None:
+            from optuna_lrrange.dashboard import check_artifact_store
+
+            check_artifact_store(artifact_store)
         # Validates num_iter and the config options now rather than at the first sweep.
         RangeTestConfig(start_lr=1.0, end_lr=10.0, num_iter=num_iter, **config_options)
 
@@ -331,6 +340,7 @@ class LRReestimator:
         self.step_fn = step_fn
         self.range_test_options = dict(range_test_options or {})
         self.config_options = config_options
+        self.artifact_store = artifact_store
         #: Every re-estimation so far, oldest first.
         self.history: list[Reestimation] = []
         #: Optimizer steps the sweeps took, in all.
@@ -473,6 +483,10 @@ class LRReestimator:
             from optuna_lrrange._records import write_sweep
 
             write_sweep(trial.study._storage, trial._trial_id, sweep, suggestion)
+            if self.artifact_store is not None:
+                from optuna_lrrange.dashboard import publish_safely
+
+                publish_safely(trial.study, trial._trial_id, self.artifact_store, "lr")
         record = Reestimation(step, epoch, sweep, suggestion, chosen)
         self.history.append(record)
         self.extra_steps += len(sweep)
