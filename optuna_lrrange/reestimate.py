@@ -315,6 +315,11 @@ class LRReestimator:
         if trial is not None:
             _check_trial(trial)
         if artifact_store is not None:
+            if trial is None:
+                raise ValueError(
+                    "`artifact_store` needs `trial` (each plot is an artifact of the trial), "
+                    "but got trial=None."
+                )
             from optuna_lrrange.dashboard import check_artifact_store
 
             check_artifact_store(artifact_store)

@@ -202,9 +202,20 @@ def test_the_dashboard_command_reports_a_wrong_storage(tmp_path: Path, capsys: A
     assert "no SQLite file" in capsys.readouterr().err
 
 
-def test_a_wrong_artifact_store_is_an_error_at_once() -> None:
+def test_a_wrong_artifact_store_is_an_error_at_once(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="`artifact_store` must be an Optuna artifact store"):
         ol.LRRangeSampler(artifact_store="artifacts/")
+    model = torch.nn.Linear(10, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="`artifact_store` needs `trial`"):
+        ol.LRReestimator(
+            model,
+            optimizer,
+            F.cross_entropy,
+            data(),
+            every_epochs=1,
+            artifact_store=FileSystemArtifactStore(str(tmp_path)),
+        )
 
 
 # --------------------------------------------------------------------------- in a browser
