@@ -266,10 +266,15 @@ def run_chromium(binary: str, args: list[str], timeout: float = 120) -> str:
 def dashboard_server(storage: str, artifact_dir: Path, log: Path) -> Any:
     """optuna-dashboard on a free loopback port, stopped (with its children) afterwards."""
     port = free_port()
-    binary = Path(sys.executable).with_name("optuna-dashboard")
+    script = Path(sys.executable).with_name("optuna-dashboard")  # this environment's command
+    command = (
+        [str(script)]
+        if script.is_file()
+        else [sys.executable, "-c", "import sys; from optuna_dashboard._cli import main; main()"]
+    )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(binary), storage, "--artifact-dir", str(artifact_dir)]
+            [*command, storage, "--artifact-dir", str(artifact_dir)]
             + ["--host", "127.0.0.1", "--port", str(port)],
             stdout=out,
             stderr=subprocess.STDOUT,
