@@ -247,6 +247,12 @@ class LRRangeSampler(BaseSampler):
             this trial's: ``True`` compares every parameter suggested before the learning
             rate, a sequence of names compares those. Only matters with
             ``sweep_every > 1``.
+        artifact_store: An Optuna artifact store (for example
+            ``optuna.artifacts.FileSystemArtifactStore(DIR)``): after each sweep, its plot
+            is uploaded as an artifact of the trial and the trial's note gets the band, the
+            suggestion, the rate used and the plot, for optuna-dashboard (see
+            :mod:`optuna_lrrange.dashboard`; needs the ``dashboard`` extra). A failed upload
+            never fails the trial. ``None`` (the default) uploads nothing.
         config_options: Range-test settings, as the fields of
             :class:`~optuna_lrrange.RangeTestConfig`.
     """
@@ -261,6 +267,7 @@ class LRRangeSampler(BaseSampler):
         sweep_every: int = 1,
         sweep_fixed: bool = False,
         resweep_on_params: bool | Sequence[str] = False,
+        artifact_store: Any = None,
         **config_options: Any,
     ) -> None:
         if base_sampler is None:
@@ -302,6 +309,11 @@ class LRRangeSampler(BaseSampler):
         self._resweep_on_params: bool | tuple[str, ...] = (
             resweep_on_params if isinstance(resweep_on_params, bool) else tuple(resweep_on_params)
         )
+        if artifact_store is not None:
+            from optuna_lrrange.dashboard import check_artifact_store
+
+            check_artifact_store(artifact_store)
+        self._artifact_store = artifact_store
         _quiet_independent_sampling_notice(base_sampler)
 
     @property
@@ -427,7 +439,16 @@ class LRRangeSampler(BaseSampler):
         storage.set_trial_user_attr(trial._trial_id, BAND_USED_KEY, band_used)
         storage.set_trial_user_attr(trial._trial_id, SOURCE_KEY, source)
         storage.set_trial_user_attr(trial._trial_id, REASON_KEY, reason)
+        if record is not None:
+            self._publish(study, trial._trial_id)
         return value
+
+    def _publish(self, study: Study, trial_id: int) -> None:
+        """The trial's sweep plot and note for optuna-dashboard, if asked for; never raises."""
+        if self._artifact_store is not None:
+            from optuna_lrrange.dashboard import publish_safely
+
+            publish_safely(study, trial_id, self._artifact_store, self._param_name)
 
     # ------------------------------------------------------------------ the band
 
@@ -535,6 +556,7 @@ class LRRangeSampler(BaseSampler):
             info["reason"] = FIXED
             write_sweep(storage, trial_id, replace(sweep, info=info), suggestion)
             storage.set_trial_user_attr(trial_id, SOURCE_KEY, trial.number)
+            self._publish(trial.study, trial_id)
         else:
             _logger.warning(f"Trial {trial.number}: the sweep of a fixed rate failed ({reason}).")
         storage.set_trial_user_attr(trial_id, BAND_USED_KEY, None)
@@ -570,8 +592,6 @@ def _pytorch_sweep_fn(
         ) from e
     if loader is None:
         raise TypeError("`loader` must be an iterable of batches, but got None.")
-    if loss_fn is None and adapter_options.get("step_fn") is None:
-        raise TypeError("`loss_fn` must be given (or `step_fn=` in its place), but got None.")
     if loss_fn is not None and not callable(loss_fn):
         raise TypeError(f"`loss_fn` must be callable, but got {type(loss_fn).__name__}.")
     config_keys = sorted(set(adapter_options) & _CONFIG_FIELDS)
@@ -644,7 +664,11 @@ def attach(
             value is broadcast as ``TorchDistributedTrial`` broadcasts every value.
         model: The ``torch.nn.Module`` to probe.
         optimizer: Its ``torch.optim.Optimizer``.
-        loss_fn: ``loss_fn(model(x), y)``, the loss of a batch.
+        loss_fn: ``loss_fn(model(x), y)``, the loss of a batch ``(x, y)`` (or
+            ``(x1, ..., xn, y)``); ``None`` for dict batches whose model returns its own
+            loss (``model(**batch).loss``, Hugging Face); or
+            ``optuna_lrrange.pytorch.batch_loss(fn)`` for ``fn(model, batch)``. See
+            :func:`optuna_lrrange.pytorch.range_test`.
         loader: The batches, as :func:`optuna_lrrange.pytorch.range_test` takes them.
         sweep_fn: Instead of the PyTorch objects, any framework's sweep:
             ``sweep_fn(config) -> Sweep``, for example

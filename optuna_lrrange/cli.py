@@ -6,6 +6,7 @@ Commands::
     optuna-lrrange sweeps --storage URL --study NAME [--format csv|parquet] [--summary] -o FILE
     optuna-lrrange plot --storage URL --study NAME --kind {sweep,loss-change,overlay,bands}
                         [--trial N] [--index I] -o FILE.png
+    optuna-lrrange dashboard --storage URL --artifact-dir DIR [--study NAME]
 
 A storage is an RDB URL (``sqlite:///path.db``, ``postgresql://...``) or ``journal:PATH``
 for a journal file. ``sweeps`` and ``plot`` only read: they never create or change a
@@ -359,6 +360,39 @@ def _check_image_format(output: str) -> None:
         )
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    import optuna
+
+    from optuna_lrrange.dashboard import check_artifact_store, file_system_store, publish_study
+
+    if args.study is None:
+        storage = open_storage(args.storage)
+        studies = [
+            optuna.load_study(study_name=name, storage=storage)
+            for name in sorted(optuna.get_all_study_names(storage))
+        ]
+    else:
+        studies = [load_study(args.storage, args.study)]
+    store = file_system_store(args.artifact_dir)
+    check_artifact_store(store)
+    failed = 0
+    for study in studies:
+        trials, plots, errors = publish_study(study, store, param_name=args.param_name)
+        print(
+            f"study {study.study_name!r}: {trials} trials with sweeps, {plots} plots uploaded "
+            f"to {args.artifact_dir}, notes written",
+            file=sys.stderr,
+        )
+        for number, error in errors:
+            print(f"  trial {number}: not published: {error}", file=sys.stderr)
+        failed += len(errors)
+    print(
+        f"view: optuna-dashboard {args.storage} --artifact-dir {args.artifact_dir}",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -428,6 +462,19 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--dpi", type=int, default=110, help="resolution (%(default)s)")
     plot.add_argument("-o", "--output", required=True, help="output image (.png, .svg, .pdf)")
     plot.set_defaults(func=_cmd_plot)
+
+    dashboard = sub.add_parser(
+        "dashboard",
+        help="upload every sweep's plot and a note to each trial, for optuna-dashboard",
+        description="Back-fills a study for optuna-dashboard: uploads each sweep's plot as "
+        "an artifact of its trial (once) and writes the trial's note (band, suggestion, rate "
+        "used, plot). Then run `optuna-dashboard URL --artifact-dir DIR`.",
+    )
+    dashboard.add_argument("--storage", required=True, help="storage URL")
+    dashboard.add_argument("--artifact-dir", required=True, help="the artifact folder")
+    dashboard.add_argument("--study", default=None, help="study name (default: every study)")
+    dashboard.add_argument("--param-name", default="lr", help="the lr parameter (%(default)s)")
+    dashboard.set_defaults(func=_cmd_dashboard)
     return parser
 
 

@@ -15,7 +15,7 @@ that snapshot for other uses.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 import contextlib
 import inspect
 from typing import Any
@@ -34,13 +34,20 @@ from optuna_lrrange._torch_state import TrainingState, preserved
 from optuna_lrrange.core import RangeTestConfig, Sweep, run_range_test
 from optuna_lrrange.core._config import resolve_config
 
-__all__ = ["RankFailedError", "TrainingState", "preserved", "range_test"]
+__all__ = [
+    "BatchLoss",
+    "RankFailedError",
+    "TrainingState",
+    "batch_loss",
+    "preserved",
+    "range_test",
+]
 
 
 def range_test(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | BatchLoss | None = None,
     loader: Iterable[Any] | None = None,
     *,
     config: RangeTestConfig | None = None,
@@ -65,8 +72,17 @@ def range_test(
         model: The model to probe.
         optimizer: The optimizer that trains it (any ``torch.optim.Optimizer`` whose
             ``step()`` takes no closure; for LBFGS use ``step_fn``).
-        loss_fn: ``loss_fn(model(x), y)`` gives the loss of a batch ``(x, y)``; both are
-            moved to ``device`` first (tensors, and tuples, lists and dicts of them).
+        loss_fn: How the built-in step gets the loss of a batch (every tensor in it is
+            moved to ``device`` first, inside tuples, lists, namedtuples and dicts):
+
+            - ``loss_fn(model(x), y)`` for a batch ``(x, y)``, and
+              ``loss_fn(model(x1, ..., xn), y)`` for ``(x1, ..., xn, y)`` (a tuple, list
+              or namedtuple: the last item is the target);
+            - ``None`` for dict batches whose model returns its own loss:
+              ``model(**batch)`` gives a 0-d tensor or an object with ``.loss`` (a Hugging
+              Face model given ``labels``);
+            - ``batch_loss(fn)`` for any other batch: ``fn(model, batch)`` gives the loss.
+
             The model runs in training mode (``model.train()`` when it is in eval mode).
         loader: Any re-iterable of batches (a list, a ``DataLoader``), not a one-shot
             iterator (the sweep would use up its batches). It is iterated again when the
@@ -115,7 +131,7 @@ def range_test(
         TypeError: ``model`` is not an ``nn.Module``, ``optimizer`` not a torch
             optimizer, or a batch or loss has the wrong type.
         ValueError: Invalid settings, an optimizer without param groups or with group 0 at
-            rate 0, neither (or both of) ``loss_fn`` and ``step_fn``, ``loss_fn`` with an
+            rate 0, both ``loss_fn`` and ``step_fn``, ``loss_fn`` with an
             optimizer whose ``step`` needs a closure (LBFGS), no, an empty or a one-shot
             ``loader``, or a loss that is not a scalar.
         RuntimeError: ``loss_fn`` given while gradients are disabled (``torch.no_grad()``).
@@ -149,7 +165,6 @@ def range_test(
     batches = _Batches(loader)
     step: Callable[[float], float]
     if step_fn is None:
-        assert loss_fn is not None
         if device is None:
             device = next((p.device for p in model.parameters()), torch.device("cpu"))
         step = _make_step(
@@ -211,9 +226,9 @@ def _check_arguments(
         )
     if len(optimizer.param_groups) == 0:
         raise ValueError("the optimizer must have at least one param group, but got none.")
-    if (loss_fn is None) == (step_fn is None):
+    if loss_fn is not None and step_fn is not None:
         raise ValueError(
-            "exactly one of `loss_fn` and `step_fn` must be given, but got "
+            "at most one of `loss_fn` and `step_fn` must be given, but got "
             f"(loss_fn={loss_fn!r}, step_fn={step_fn!r})."
         )
     if step_fn is None and _needs_closure(optimizer):
@@ -313,15 +328,123 @@ def _own_iterator(loader: Iterable[Any]) -> Iterator[Any]:
     return iter(loader)
 
 
-def _pair(batch: Any) -> tuple[Any, Any]:
-    """The ``(x, y)`` of a batch for ``loss_fn``; a clear error for anything else."""
-    if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+# --------------------------------------------------------------------------- batch shapes
+#
+# Everything about the shape of a batch lives here: ``_batch_loss`` turns ``loss_fn`` into
+# ``batch -> loss`` for the built-in step. Nothing else looks inside a batch.
+
+
+class BatchLoss:
+    """``loss_fn(model, batch)``: a loss that runs the model on the batch itself.
+
+    Made by :func:`batch_loss`; the built-in step calls ``fn(model, batch)`` with the batch
+    moved to ``device`` and does the backward pass, the optimizer step, accumulation, the
+    scaler and autocast as for ``loss_fn(output, target)``.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[torch.nn.Module, Any], torch.Tensor]) -> None:
+        if not callable(fn):
+            raise TypeError(f"`fn` must be callable, but got {type(fn).__name__}.")
+        self.fn = fn
+
+    def __call__(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        return self.fn(model, batch)
+
+    def __repr__(self) -> str:
+        return f"batch_loss({self.fn!r})"
+
+
+def batch_loss(fn: Callable[[torch.nn.Module, Any], torch.Tensor]) -> BatchLoss:
+    """Marks ``fn(model, batch) -> loss`` as the ``loss_fn`` of a sweep.
+
+    For batches of any shape whose loss is not ``loss_fn(model(x), y)``::
+
+        range_test(model, optimizer, batch_loss(lambda m, b: m(b["a"], b["b"]).mean()), loader)
+
+    The same works for ``attach`` and ``LRReestimator``.
+    """
+    return BatchLoss(fn)
+
+
+def _model_loss(output: Any) -> Any:
+    """The loss a model returned: ``output.loss`` (Hugging Face), ``output["loss"]``, or
+    the output itself."""
+    loss = getattr(output, "loss", None)
+    if loss is None and isinstance(output, Mapping):
+        loss = output.get("loss")
+    if loss is None and isinstance(output, torch.Tensor):
+        loss = output
+    if loss is None:
         raise TypeError(
-            "with `loss_fn`, each batch must be an (x, y) pair (use `step_fn` for other "
-            f"batch shapes), but got {type(batch).__name__}"
-            + (f" of length {len(batch)}." if isinstance(batch, (list, tuple)) else ".")
+            "with no `loss_fn`, `model(**batch)` must return the loss: a tensor, or an "
+            "object with `.loss` (pass `labels` in the batch for a Hugging Face model), but "
+            f"got {type(output).__name__} without one."
         )
-    return batch[0], batch[1]
+    return loss
+
+
+def _batch_loss(
+    model: torch.nn.Module, loss_fn: Any, device: torch.device
+) -> tuple[Callable[[Any], torch.Tensor], str]:
+    """``loss(batch)`` for the built-in step, and the name its errors give the loss.
+
+    The batch shapes:
+
+    - ``loss_fn(output, target)`` with a tuple or list ``(x, y)``, or ``(x1, ..., xn, y)``
+      (a namedtuple too): ``loss_fn(model(x1, ..., xn), y)``.
+    - ``loss_fn=None`` with a dict (mapping): ``model(**batch)`` returns the loss, as a
+      tensor or as ``.loss`` (the Hugging Face convention).
+    - ``batch_loss(fn)``, any batch: ``fn(model, batch)``.
+
+    Every tensor of the batch (in tuples, lists, namedtuples and dicts) goes to ``device``;
+    a tensor already there is used as it is.
+    """
+    Tensor = torch.Tensor
+    if isinstance(loss_fn, BatchLoss):
+        fn = loss_fn.fn
+
+        def own_loss(batch: Any) -> torch.Tensor:
+            return fn(model, _to_device(batch, device))
+
+        return own_loss, "the `batch_loss` function"
+
+    if loss_fn is None:
+
+        def model_loss(batch: Any) -> torch.Tensor:
+            if not isinstance(batch, Mapping):
+                raise TypeError(
+                    "with no `loss_fn`, each batch must be a dict of the model's keyword "
+                    "arguments (`model(**batch)` returning the loss); pass `loss_fn` for "
+                    "(x, y) batches, `batch_loss(fn)` or `step_fn` for others, but got "
+                    f"{type(batch).__name__}."
+                )
+            return _model_loss(model(**_to_device(batch, device)))  # type: ignore[no-any-return]
+
+        return model_loss, "`model(**batch)`"
+
+    def output_loss(batch: Any) -> torch.Tensor:
+        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
+            raise TypeError(
+                "with `loss_fn`, each batch must be an (x, y) pair or an (x1, ..., xn, y) "
+                "tuple (a dict batch needs no `loss_fn` when the model returns its loss; use "
+                "`batch_loss(fn)` or `step_fn` for other batch shapes), but got "
+                f"{type(batch).__name__}"
+                + (f" of length {len(batch)}." if isinstance(batch, (list, tuple)) else ".")
+            )
+        y = batch[-1]
+        if type(y) is not Tensor or y.device != device:
+            y = _to_device(y, device)
+        if len(batch) == 2:
+            x = batch[0]
+            if type(x) is not Tensor or x.device != device:
+                x = _to_device(x, device)
+            return loss_fn(model(x), y)  # type: ignore[no-any-return]
+        xs = [_to_device(x, device) for x in batch[:-1]]
+        return loss_fn(model(*xs), y)  # type: ignore[no-any-return]
+
+    return output_loss, "`loss_fn`"
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
@@ -331,7 +454,7 @@ def _to_device(obj: Any, device: torch.device) -> Any:
         return type(obj)(*(_to_device(o, device) for o in obj))
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_device(o, device) for o in obj)
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return {k: _to_device(v, device) for k, v in obj.items()}
     return obj
 
@@ -349,7 +472,7 @@ def _scalar(loss: torch.Tensor, where: str) -> torch.Tensor:
 def _make_step(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    loss_fn: Callable[[Any, Any], torch.Tensor],
+    loss_fn: Callable[[Any, Any], torch.Tensor] | BatchLoss | None,
     batches: _Batches,
     rates: list[tuple[dict[str, Any], float]],
     device: torch.device,
@@ -366,23 +489,20 @@ def _make_step(
     A tensor already on ``device`` is used as it is, as ``Tensor.to`` would return it.
     """
     Tensor = torch.Tensor
+    loss_of, where = _batch_loss(model, loss_fn, device)
 
     def step(lr: float) -> float:
         for group, ratio in rates:
             group["lr"] = lr * ratio
         optimizer.zero_grad()
-        x, y = _pair(batches.take())
-        if type(x) is not Tensor or x.device != device:
-            x = _to_device(x, device)
-        if type(y) is not Tensor or y.device != device:
-            y = _to_device(y, device)
+        batch = batches.take()
         if autocast_dtype is None:
-            loss = loss_fn(model(x), y)
+            loss = loss_of(batch)
         else:
             with torch.autocast(device_type=device.type, dtype=autocast_dtype):
-                loss = loss_fn(model(x), y)
+                loss = loss_of(batch)
         if not isinstance(loss, Tensor) or loss.ndim != 0:
-            _scalar(loss, "`loss_fn`")
+            _scalar(loss, where)
         if scaler is None:
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
@@ -396,12 +516,11 @@ def _make_step(
         return step
 
     def forward() -> torch.Tensor:
-        x, y = _pair(batches.take())
-        x, y = _to_device(x, device), _to_device(y, device)
+        batch = batches.take()
         if autocast_dtype is None:
-            return _scalar(loss_fn(model(x), y), "`loss_fn`")
+            return _scalar(loss_of(batch), where)
         with torch.autocast(device_type=device.type, dtype=autocast_dtype):
-            return _scalar(loss_fn(model(x), y), "`loss_fn`")
+            return _scalar(loss_of(batch), where)
 
     # A DDP model synchronizes gradients on the last batch of a step only, as DDP does it.
     no_sync: Callable[[], contextlib.AbstractContextManager[Any]] = (

@@ -180,8 +180,10 @@ class LRReestimator:
     Args:
         model: The model being trained.
         optimizer: Its optimizer. Param groups keep their ratios to group 0.
-        loss_fn: ``loss_fn(model(x), y)`` for batches ``(x, y)``, as for
-            :func:`optuna_lrrange.pytorch.range_test`; or give ``step_fn``.
+        loss_fn: ``loss_fn(model(x), y)`` for batches ``(x, y)``; ``None`` for dict
+            batches whose model returns its own loss; ``batch_loss(fn)`` for
+            ``fn(model, batch)``: as for :func:`optuna_lrrange.pytorch.range_test`. Or
+            give ``step_fn``.
         loader: The training data the sweeps draw batches from (an iterable of batches;
             a ``DataLoader`` is typical).
         every_epochs: Re-estimate when ``step(epoch=e)`` is called with ``e > 0`` a multiple
@@ -228,6 +230,10 @@ class LRReestimator:
             at the first re-estimation. With a ``DistributedDataParallel`` model (or a
             ``process_group``) every rank must call :meth:`step` at the same points;
             ``on_plateau`` watches the mean of the ranks' ``val_loss``.
+        artifact_store: With ``trial``, an Optuna artifact store: each re-estimation's plot
+            is uploaded as an artifact of the trial and the trial's note is updated, for
+            optuna-dashboard (see :mod:`optuna_lrrange.dashboard`). A failed upload never
+            fails the run.
         config_options: Further :class:`~optuna_lrrange.RangeTestConfig` settings
             (``mode``, ``diverge_factor``, ``smooth_beta``).
 
@@ -262,6 +268,7 @@ class LRReestimator:
         allow_increase: bool = False,
         step_fn: Callable[..., Any] | None = None,
         range_test_options: Mapping[str, Any] | None = None,
+        artifact_store: Any = None,
         **config_options: Any,
     ) -> None:
         for name, value in (
@@ -329,6 +336,15 @@ class LRReestimator:
             )
         if trial is not None:
             _check_trial(trial)
+        if artifact_store is not None:
+            if trial is None:
+                raise ValueError(
+                    "`artifact_store` needs `trial` (each plot is an artifact of the trial), "
+                    "but got trial=None."
+                )
+            from optuna_lrrange.dashboard import check_artifact_store
+
+            check_artifact_store(artifact_store)
         # Validates num_iter and the config options now rather than at the first sweep.
         RangeTestConfig(start_lr=1.0, end_lr=10.0, num_iter=num_iter, **config_options)
 
@@ -351,6 +367,7 @@ class LRReestimator:
         self.step_fn = step_fn
         self.range_test_options = dict(range_test_options or {})
         self.config_options = config_options
+        self.artifact_store = artifact_store
         #: Every re-estimation so far, oldest first.
         self.history: list[Reestimation] = []
         #: Optimizer steps the sweeps took, in all.
@@ -486,6 +503,10 @@ class LRReestimator:
             else:
                 scale_scheduler(self.scheduler, chosen / previous)
                 _set_rate(self.optimizer, chosen)  # group 0 exactly, ratios kept
+        if trial is not None and self.artifact_store is not None:
+            from optuna_lrrange.dashboard import publish_safely
+
+            publish_safely(trial.study, trial._trial_id, self.artifact_store, "lr")
         record = Reestimation(step, epoch, sweep, suggestion, chosen)
         self.history.append(record)
         self.extra_steps += len(sweep)

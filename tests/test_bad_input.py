@@ -759,12 +759,6 @@ CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
         r"`loader` must be an iterable of batches, but got None",
     ),
     (
-        "attach_no_loss",
-        attaching(model="MODEL", optimizer="OPTIMIZER", loader="BATCHES"),
-        TypeError,
-        r"`loss_fn` must be given \(or `step_fn=` in its place\), but got None",
-    ),
-    (
         "attach_range_test_setting",
         attaching(
             model="MODEL", optimizer="OPTIMIZER", loss_fn=mse, loader="BATCHES", num_iter=50
@@ -799,7 +793,7 @@ CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
             step_fn=lambda b: 0.0,
         ),
         ValueError,
-        r"exactly one of `loss_fn` and `step_fn` must be given, but got \(loss_fn=",
+        r"at most one of `loss_fn` and `step_fn` must be given, but got \(loss_fn=",
     ),
     (
         "attach_accumulation_steps_0",
@@ -875,7 +869,27 @@ CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
         "range_test_batch_not_pair",
         torch_range_test(loader=[torch.zeros(16, 4)]),
         TypeError,
-        r"each batch must be an \(x, y\) pair .*, but got Tensor",
+        r"each batch must be an \(x, y\) pair or an \(x1, \.\.\., xn, y\) tuple .*, but got "
+        r"Tensor",
+    ),
+    (
+        "range_test_pair_batch_without_loss_fn",
+        torch_range_test(loss_fn=None),
+        TypeError,
+        r"with no `loss_fn`, each batch must be a dict of the model's keyword arguments .*, "
+        r"but got tuple",
+    ),
+    (
+        "range_test_dict_batch_with_loss_fn",
+        torch_range_test(loader=[{"x": torch.zeros(16, 4)}]),
+        TypeError,
+        r"each batch must be an \(x, y\) pair .*, but got dict",
+    ),
+    (
+        "range_test_model_returns_no_loss",
+        torch_range_test(loss_fn=None, loader=[{"input": torch.zeros(16, 4)}]),
+        ValueError,
+        r"`model\(\*\*batch\)` must return a scalar \(0-d\) loss, but got shape \(16, 1\)",
     ),
     (
         "range_test_accumulation_steps_0",

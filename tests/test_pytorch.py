@@ -734,9 +734,7 @@ def test_argument_errors_state_what_must_hold() -> None:
         range_test(lambda x: x, optimizer, F.cross_entropy, batches)
     with pytest.raises(TypeError, match="`optimizer` must be a torch.optim.Optimizer, but got"):
         range_test(model, object(), F.cross_entropy, batches)
-    with pytest.raises(ValueError, match="exactly one of `loss_fn` and `step_fn`"):
-        range_test(model, optimizer, None, batches)
-    with pytest.raises(ValueError, match="exactly one of `loss_fn` and `step_fn`"):
+    with pytest.raises(ValueError, match="at most one of `loss_fn` and `step_fn`"):
         range_test(model, optimizer, F.cross_entropy, batches, step_fn=lambda b: 1.0)
     with pytest.raises(ValueError, match=r"`accumulation_steps >= 1` must hold, but got 0\."):
         range_test(model, optimizer, F.cross_entropy, batches, accumulation_steps=0)
@@ -815,8 +813,9 @@ def test_bad_batches_and_bad_losses_are_errors() -> None:
     optimizer = make_optimizer("sgd", model)
     before = everything(model, optimizer)
     triples = [(x, y, y) for x, y in make_batches()]
-    with pytest.raises(TypeError, match=r"an \(x, y\) pair .* but got tuple of length 3"):
-        range_test(model, optimizer, F.cross_entropy, triples, **SHORT)
+    singles = [(x,) for x, _ in make_batches()]
+    with pytest.raises(TypeError, match=r"an \(x, y\) pair .* but got tuple of length 1"):
+        range_test(model, optimizer, F.cross_entropy, singles, **SHORT)
     with pytest.raises(TypeError, match="`loss_fn` must return a torch.Tensor, but got float"):
         range_test(model, optimizer, lambda o, y: 1.0, make_batches(), **SHORT)
     with pytest.raises(ValueError, match=r"`step_fn` must return a scalar .* shape \(2,\)"):

@@ -1,0 +1,1 @@
+"""optuna_lrrange's sampler and what it imports."""
