@@ -830,11 +830,11 @@ def _draw_bands(info: BandsPlotInfo, ax: Axes) -> Axes:
                 linestyle="",
                 label=f"chosen {info.param_name} ({label})",
             )
-    anchored = [e for e in info.entries if e.anchor is not None]
+    anchored = [(e.x, e.anchor) for e in info.entries if e.anchor is not None]
     if anchored:
         ax.plot(
-            [e.x for e in anchored],
-            [e.anchor for e in anchored],
+            [x for x, _ in anchored],
+            [a for _, a in anchored],
             "_",
             color="black",
             markersize=12,
