@@ -393,3 +393,51 @@ def test_later_sweeps_span_less_at_the_same_points_per_decade(tmp_path: Path) ->
     )
     study.optimize(objective_for(sweep_fn), n_trials=5)
     assert [m.configs[0] for m in models] == [full] * 5
+
+
+# ------------------------------------------------------------------ clipping and reuse
+
+
+def test_a_rate_outside_the_range_is_clipped_and_says_so(tmp_path: Path) -> None:
+    anchor = anchor_of(100.0)
+    high = anchor  # every positive offset lands above the range
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=Toy(100.0).sweep)
+        return trial.suggest_float("lr", LOW, high, log=True)
+
+    study = optuna.create_study(
+        sampler=offset_sampler(RandomSampler(seed=0)), storage=storage(tmp_path)
+    )
+    study.optimize(objective, n_trials=8)
+    clipped = 0
+    for t in study.trials:
+        offset, reason = t.user_attrs["lrrange:offset"], t.user_attrs["lrrange:reason"]
+        placed_from = t.user_attrs["lrrange:anchor"]  # narrowed sweeps move it a little
+        assert t.params["lr"] == _placement.place(placed_from, offset, LOW, high)
+        if placed_from * 10**offset > high:
+            clipped += 1
+            assert t.params["lr"] == high and reason.startswith("clipped")
+        else:
+            assert reason is None
+    assert 0 < clipped < 8
+
+
+def test_sweep_every_reuses_the_newest_anchor(tmp_path: Path) -> None:
+    models: list[Toy] = []
+
+    def sweep_fn(trial: optuna.Trial) -> Callable[[RangeTestConfig], Sweep]:
+        models.append(Toy(10.0 ** (trial.number % 3 + 1)))
+        return models[-1].sweep
+
+    study = optuna.create_study(
+        sampler=offset_sampler(TPESampler(seed=0), sweep_every=2), storage=storage(tmp_path)
+    )
+    study.optimize(objective_for(sweep_fn), n_trials=4)
+    assert [len(m.configs) for m in models] == [1, 0, 1, 0]
+    sources = [t.user_attrs["lrrange:source"] for t in study.trials]
+    assert sources == [0, 0, 2, 2]
+    anchors = [t.user_attrs["lrrange:anchor"] for t in study.trials]
+    assert anchors == [anchor_of(10.0)] * 2 + [anchor_of(1000.0)] * 2
+    for t in study.trials:
+        record_agrees_with_the_rate(t)
