@@ -133,6 +133,31 @@ def lr_is_fixed(sampler: LRRangeSampler, study: Study, trial: FrozenTrial) -> bo
 # ------------------------------------------------------------------ sampling the offset
 
 
+def relative_space(
+    sampler: LRRangeSampler,
+    study: Study,
+    trial: FrozenTrial,
+    search_space: dict[str, BaseDistribution],
+) -> dict[str, BaseDistribution]:
+    """The base sampler's relative search space, with the offset kept below the cap.
+
+    The offset's entry is narrowed to end at the divergence cap (the base sampler then
+    samples inside it; the stored distribution stays the same in every trial), and
+    dropped when the trial's rate is fixed: it then follows the fixed rate.
+    """
+    name = offset_name(sampler.param_name)
+    if name not in search_space:
+        return search_space
+    if lr_is_fixed(sampler, study, trial):
+        return {k: v for k, v in search_space.items() if k != name}
+    limit = cap(study, sampler.param_name)
+    study._storage.set_trial_user_attr(trial._trial_id, CAP_KEY, limit)
+    lo, hi = _placement.capped_range(limit)
+    if (lo, hi) == _placement.OFFSET_RANGE:
+        return search_space
+    return {**search_space, name: FloatDistribution(lo, hi)}
+
+
 def sample_offset(
     sampler: LRRangeSampler,
     study: Study,

@@ -287,3 +287,13 @@ def sweep_span(anchors, start_lr, end_lr, num_iter, below=2.5, above=2.0, min_an
     if n >= num_iter or n < 10:
         return None
     return 10**lo, 10**hi, n
+
+
+def capped_range(cap, offsets=(-2.0, 1.0), min_width=0.2):
+    """The offsets' range with its top lowered to the cap, at least min_width wide."""
+    lo, hi = offsets
+    if cap is None or cap >= hi:
+        return lo, hi
+    if cap < lo + min_width:
+        return lo, lo + min_width
+    return lo, cap

@@ -108,6 +108,14 @@ def test_prior_interval_matches_the_reference(cap):
 
 
 @settings(max_examples=300, deadline=None)
+@given(cap=st.one_of(st.none(), offsets, st.floats(-5.0, 5.0)))
+def test_capped_range_matches_the_reference(cap):
+    got = pl.capped_range(cap)
+    assert close(got, ref.capped_range(cap))
+    assert got[0] == pl.OFFSET_RANGE[0] and got[1] - got[0] >= pl.MIN_PRIOR_DECADES - 1e-12
+
+
+@settings(max_examples=300, deadline=None)
 @given(
     anchors=st.lists(st.floats(1e-6, 1.0), max_size=8),
     start=st.sampled_from([1e-7, 1e-6]),

@@ -135,6 +135,17 @@ def prior_interval(
     return lo, hi
 
 
+def capped_range(
+    cap: float | None, offsets: tuple[float, float] = OFFSET_RANGE
+) -> tuple[float, float]:
+    """The offsets a joint draw may take: ``offsets`` below ``cap``, at least
+    ``MIN_PRIOR_DECADES`` wide."""
+    lo, hi = offsets
+    if cap is None or cap >= hi:
+        return lo, hi
+    return lo, max(cap, lo + MIN_PRIOR_DECADES)
+
+
 def sweep_span(
     anchors: Sequence[float], start_lr: float, end_lr: float, num_iter: int
 ) -> tuple[float, float, int] | None:
