@@ -14,8 +14,8 @@ base sampler. Recorded on the trial, besides the band mode's keys:
                            none), or ``None`` when the rate was sampled in the full range
     ``lrrange:offset``     the offset the rate was placed at, or ``None`` when it was not
                            used
-    ``lrrange:cap``        the divergence cap in force on the offset's independent draws,
-                           or ``None``
+    ``lrrange:cap``        the divergence cap in force on the offset's draws (written
+                           when the offset was drawn), or ``None``
 
 ``lrrange:band_used`` holds the rates the offset's range reaches from the anchor (inside
 ``[low, high]``), and ``lrrange:source`` the trial whose sweep gave the anchor (``None``
