@@ -385,6 +385,10 @@ def test_later_sweeps_span_less_at_the_same_points_per_decade(tmp_path: Path) ->
     assert list(summary["start_lr"]) == [c.start_lr for c in configs]
     assert list(summary["num_iter"]) == [c.num_iter for c in configs]
     assert list(summary["narrowed"]) == [False, False, False, True, True]
+    assert list(summary["placement"]) == ["offset"] * 5
+    assert list(summary["anchor"]) == [t.user_attrs["lrrange:anchor"] for t in study.trials]
+    assert list(summary["offset"]) == [t.params[OFFSET] for t in study.trials]
+    assert list(summary["chosen_lr"]) == [t.params["lr"] for t in study.trials]
     for t in study.trials:
         record_agrees_with_the_rate(t)
         assert t.user_attrs["lrrange:source"] == t.number
