@@ -451,3 +451,10 @@ def test_sweep_every_reuses_the_newest_anchor(tmp_path: Path) -> None:
     assert anchors == [anchor_of(10.0)] * 2 + [anchor_of(1000.0)] * 2
     for t in study.trials:
         record_agrees_with_the_rate(t)
+
+
+def test_the_placement_is_checked_and_band_stays_the_default() -> None:
+    with pytest.raises(ValueError, match="`placement` must be one of"):
+        ol.LRRangeSampler(placement="middle")
+    assert ol.LRRangeSampler().placement == "band"
+    assert ol.LRRangeSampler(placement="offset").placement == "offset"
