@@ -148,7 +148,10 @@ class Tables:
     ) -> np.ndarray:
         """Scores, shape ``(len(seeds), len(grid))``."""
         return np.array(
-            [[self.cells[cell_key(task, setting, rate_key(lr), s)][0] for lr in grid] for s in seeds]
+            [
+                [self.cells[cell_key(task, setting, rate_key(lr), s)][0] for lr in grid]
+                for s in seeds
+            ]
         )
 
     def sweep(self, task: str, setting: int, seed: int) -> dict[str, Any]:
