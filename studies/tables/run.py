@@ -322,6 +322,40 @@ def fastai_minimum_div10(lrs: Sequence[float], losses: Sequence[float]) -> float
     return float(lr[start:end][int(np.argmin(smooth))] / 10)
 
 
+#: The descent check's window in the proposed variant: ``max(3, n // 5)`` steps instead of
+#: today's ``max(3, n // 10)`` (same threshold, 4 x noise / sqrt(k)).
+PROPOSED_WINDOW_DIVISOR = 5
+
+
+def _proposed_precheck(lr: np.ndarray, loss: np.ndarray, hit_non_finite: bool) -> str | None:
+    """Today's descent check with a window twice as long (a what-if, study-local)."""
+    from optuna_lrrange.core import DIVERGED_AT_ONCE, MIN_POINTS, NEVER_DESCENDS, TOO_FEW_POINTS
+    from optuna_lrrange.core._rules import _step_noise
+    from optuna_lrrange.core._smoothing import sma
+
+    n = lr.size
+    if n < MIN_POINTS:
+        if hit_non_finite or (n >= 2 and loss[-1] > loss[0]):
+            return DIVERGED_AT_ONCE
+        return TOO_FEW_POINTS
+    k = max(3, n // PROPOSED_WINDOW_DIVISOR)
+    means = sma(loss, k)
+    start, low = float(means[k - 1]), float(np.nanmin(means))
+    if start - low <= 4 * _step_noise(loss) / math.sqrt(k):
+        return NEVER_DESCENDS
+    return None
+
+
+def suggest_with_proposed_check(lrs: Sequence[float], losses: Sequence[float]) -> Any:
+    """The default rule's suggestion with the proposed descent check in place of today's."""
+    from unittest import mock
+
+    from optuna_lrrange.core import _rules, suggest
+
+    with mock.patch.object(_rules, "_precheck", _proposed_precheck):
+        return suggest(lrs, losses)
+
+
 def point_suggestions(
     tables: Tables,
     tasks: Sequence[str],
@@ -335,7 +369,14 @@ def point_suggestions(
     from optuna_lrrange.core import suggest
     from studies.tables.tasks import TASKS_BY_NAME
 
-    rules = ("default", "minimum_div10", "valley", "steepest", "fastai_minimum_div10")
+    rules = (
+        "default",
+        "default, descent check k = n // 5",
+        "minimum_div10",
+        "valley",
+        "steepest",
+        "fastai_minimum_div10",
+    )
     cases = []
     for task in tasks:
         for setting in TASKS_BY_NAME[task].settings:
@@ -349,6 +390,9 @@ def point_suggestions(
                     if rule == "fastai_minimum_div10":
                         lr: float | None = fastai_minimum_div10(raw["lrs"], losses)
                         reason = None
+                    elif rule.startswith("default, "):
+                        s = suggest_with_proposed_check(raw["lrs"], losses)
+                        lr, reason = s.lr, s.reason
                     else:
                         s = suggest(raw["lrs"], losses, None if rule == "default" else rule)
                         lr, reason = s.lr, s.reason
@@ -359,6 +403,7 @@ def point_suggestions(
                     for r in ("fastai_minimum_div10", "minimum_div10", "valley", "steepest")
                     if case[r]["lr"] is not None and case[r]["ratio"] <= NEAR
                 ]
+                case["fastai_near"] = bool(fastai_near)
                 case["false_decline"] = case["default"]["lr"] is None and bool(fastai_near)
                 cases.append(case)
     summary: dict[str, Any] = {}
@@ -374,6 +419,10 @@ def point_suggestions(
         "cases": cases,
         "summary": summary,
         "false_declines": sum(c["false_decline"] for c in cases),
+        "false_declines_proposed": sum(
+            c["fastai_near"] and c["default, descent check k = n // 5"]["lr"] is None
+            for c in cases
+        ),
         "n": len(cases),
     }
 
@@ -398,7 +447,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> str:
     lines = [
         "# Table study: trials and steps to a near-best configuration",
         "",
-        f"Command: `{cfg['command']}` ({cfg['total_minutes']:.1f} min). {cfg['n_seeds']} study "
+        f"Command: `{cfg['command']}` ({cfg['studies_run']} studies run in "
+        f"{cfg['total_minutes']:.1f} min, {cfg['studies_reused']} reused from `studies.jsonl`; "
+        f"every study is single-process and seeded). {cfg['n_seeds']} study "
         f"seeds per task, method and case; at most {cfg['n_trials']} trials per study (a "
         f"study that never reaches the target counts as {cfg['n_trials'] + 1} trials and all "
         "its steps, a lower bound; 'n.r.' marks a median that is such a study, '>=' one that "
@@ -467,7 +518,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> str:
         lines += [
             "",
             f"False declines (the default rule declines where a fastai rule finds a rate "
-            f"within 5% of the best): {ps['false_declines']} of {ps['n']}.",
+            f"within 5% of the best): {ps['false_declines']} of {ps['n']} with today's "
+            f"descent check, {ps['false_declines_proposed']} with the proposed one (a window "
+            f"of n // {PROPOSED_WINDOW_DIVISOR} steps instead of n // 10).",
             "",
         ]
     text = "\n".join(lines)
@@ -640,6 +693,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "pool_seeds": list(pool_seeds),
         "near": NEAR,
         "total_minutes": total / 60,
+        "studies_run": len(todo),
+        "studies_reused": len(jobs) - len(todo),
         "placement_note": (
             "Both placements measured."
             if offset
