@@ -32,6 +32,7 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 from optuna.samplers import BaseSampler, PartialFixedSampler, TPESampler
 from optuna.trial import FixedTrial, FrozenTrial, Trial, TrialState
 
+from optuna_lrrange import _offset
 from optuna_lrrange._records import BAND_KEY, write_sweep
 from optuna_lrrange.core import RULES, RangeTestConfig, Suggestion, Sweep
 from optuna_lrrange.core._config import resolve_config
@@ -52,6 +53,12 @@ SWEEP_FAILED = "sweep_failed"
 NO_BAND = "no_band"
 BAND_OUTSIDE_RANGE = "band_outside_range"
 FIXED = "fixed"
+
+#: Where the rate goes: ``"band"`` samples it inside the sweep's band (through the base
+#: sampler's ``sample_independent``); ``"offset"`` places it at an offset from the sweep's
+#: anchor that the base sampler samples jointly with the other parameters.
+PLACEMENTS = ("band", "offset")
+DEFAULT_PLACEMENT = "band"
 
 _logger = logging.getLogger("optuna.lrrange")
 
@@ -234,6 +241,14 @@ class LRRangeSampler(BaseSampler):
             this trial's: ``True`` compares every parameter suggested before the learning
             rate, a sequence of names compares those. Only matters with
             ``sweep_every > 1``.
+        placement: Where the rate goes. ``"band"``: sampled by the base sampler inside the
+            sweep's band, outside its joint model. ``"offset"``: the parameter
+            ``"<param_name>:offset"`` (decades from the sweep's drop point, the same
+            distribution in every trial), suggested by :func:`attach`, is sampled by the
+            base sampler with every other parameter, and the rate is the drop point
+            times ``10 ** offset`` (see ``optuna_lrrange._offset``).
+        narrow_sweeps: With ``placement="offset"``, sweep a narrower range once earlier
+            sweeps have shown where the drop lies, at the same points per decade.
         config_options: Range-test settings, as the fields of
             :class:`~optuna_lrrange.RangeTestConfig`.
     """
@@ -248,6 +263,8 @@ class LRRangeSampler(BaseSampler):
         sweep_every: int = 1,
         sweep_fixed: bool = False,
         resweep_on_params: bool | Sequence[str] = False,
+        placement: str = DEFAULT_PLACEMENT,
+        narrow_sweeps: bool = True,
         **config_options: Any,
     ) -> None:
         if base_sampler is None:
@@ -274,7 +291,11 @@ class LRRangeSampler(BaseSampler):
                 "`resweep_on_params` must be a bool or a sequence of parameter names, but got "
                 f"{resweep_on_params!r}."
             )
+        if placement not in PLACEMENTS:
+            raise ValueError(f"`placement` must be one of {PLACEMENTS}, but got {placement!r}.")
         self._base_sampler = base_sampler
+        self._placement = placement
+        self._narrow_sweeps = bool(narrow_sweeps)
         self._param_name = param_name
         self._config = config
         self._method = method
@@ -289,6 +310,11 @@ class LRRangeSampler(BaseSampler):
     def param_name(self) -> str:
         """The name of the learning-rate parameter."""
         return self._param_name
+
+    @property
+    def placement(self) -> str:
+        """Where the rate goes: ``"band"`` or ``"offset"``."""
+        return self._placement
 
     @property
     def config(self) -> RangeTestConfig:
@@ -311,8 +337,11 @@ class LRRangeSampler(BaseSampler):
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        if self._param_name in search_space:
-            search_space = {k: v for k, v in search_space.items() if k != self._param_name}
+        drop = {self._param_name}
+        if self._placement == "offset" and _offset.lr_is_fixed(self, study, trial):
+            drop.add(_offset.offset_name(self._param_name))  # it follows the fixed rate
+        if drop & search_space.keys():
+            search_space = {k: v for k, v in search_space.items() if k not in drop}
         return self._base_sampler.sample_relative(study, trial, search_space)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
@@ -331,6 +360,7 @@ class LRRangeSampler(BaseSampler):
             key = _key(study._storage, trial._trial_id)
             probe = _lookup(key)
             _unregister(key)
+            _offset.forget(key)
             if (
                 probe is not None
                 and state == TrialState.COMPLETE
@@ -350,6 +380,9 @@ class LRRangeSampler(BaseSampler):
         param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
+        if self._placement == "offset" and param_name == _offset.offset_name(self._param_name):
+            key = _key(study._storage, trial._trial_id)
+            return _offset.sample_offset(self, study, trial, param_distribution, key)
         if param_name != self._param_name or _fixes(self._base_sampler, param_name):
             return self._base_sampler.sample_independent(
                 study, trial, param_name, param_distribution
@@ -364,6 +397,8 @@ class LRRangeSampler(BaseSampler):
                 f"`trial.suggest_float({param_name!r}, low, high, log=True)`, but got "
                 f"{param_distribution!r}."
             )
+        if self._placement == "offset":
+            return _offset.place_rate(self, study, trial, param_name, param_distribution)
         low, high = param_distribution.low, param_distribution.high
         storage = study._storage
         band, source, reason, record = self._band(study, trial)
@@ -433,12 +468,17 @@ class LRRangeSampler(BaseSampler):
         return band, trial.number, reason, (sweep, suggestion)
 
     def _run(
-        self, sweep_fn: SweepFn, number: int, trial_id: int
+        self,
+        sweep_fn: SweepFn,
+        number: int,
+        trial_id: int,
+        config: RangeTestConfig | None = None,
     ) -> tuple[Sweep | None, Suggestion | None, str | None]:
-        """Runs one sweep; a failure comes back as ``(None, None, reason)``."""
+        """Runs one sweep (over ``config``, the sampler's by default); a failure comes back
+        as ``(None, None, reason)``."""
         start = time.perf_counter()
         try:
-            sweep = sweep_fn(self._config)
+            sweep = sweep_fn(self._config if config is None else config)
             if not isinstance(sweep, Sweep):
                 raise TypeError(
                     f"the sweep function must return a Sweep, but got {type(sweep).__name__}."
@@ -477,8 +517,8 @@ class LRRangeSampler(BaseSampler):
             return None
         return newest
 
-    def _sweep_fixed_trial(self, trial: Trial, sweep_fn: SweepFn, fixed_lr: Any) -> None:
-        """Records a sweep for a trial whose rate is fixed (``sweep_fixed=True``)."""
+    def _sweep_fixed_trial(self, trial: Trial, sweep_fn: SweepFn, fixed_lr: Any) -> Sweep | None:
+        """Records a sweep for a trial whose rate is fixed (``sweep_fixed=True``); returns it."""
         storage, trial_id = trial.study._storage, trial._trial_id
         sweep, suggestion, reason = self._run(sweep_fn, trial.number, trial_id)
         if sweep is not None and suggestion is not None:
@@ -490,6 +530,7 @@ class LRRangeSampler(BaseSampler):
             _logger.warning(f"Trial {trial.number}: the sweep of a fixed rate failed ({reason}).")
         storage.set_trial_user_attr(trial_id, BAND_USED_KEY, None)
         storage.set_trial_user_attr(trial_id, REASON_KEY, reason or FIXED)
+        return sweep
 
 
 # --------------------------------------------------------------------------- attach
@@ -631,14 +672,19 @@ def attach(
         # A trial retried by Optuna's Retry*TrialCallback is created holding the parameters
         # of its failed attempt: its rate is fixed.
         fixed_params[name] = params[name]
+    key = _key(trial.study._storage, trial._trial_id)
     if name in fixed_params:
+        sweep = None
         if sampler._sweep_fixed:
-            sampler._sweep_fixed_trial(trial, fn, fixed_params[name])
+            sweep = sampler._sweep_fixed_trial(trial, fn, fixed_params[name])
         else:
             trial.set_user_attr(REASON_KEY, FIXED)
+        if sampler.placement == "offset":
+            _offset.suggest_fixed(sampler, trial, key, fixed_params[name], sweep)
         return
-    key = _key(trial.study._storage, trial._trial_id)
     token = _register(key, fn)
     # The Trial object's end also ends the entry (ask without tell, an objective that
     # raises before the sampler's after_trial): arguments hold no reference to the model.
     weakref.finalize(trial, _unregister, key, token)
+    if sampler.placement == "offset":
+        _offset.suggest_offset(sampler, trial)

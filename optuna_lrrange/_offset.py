@@ -1,0 +1,330 @@
+"""The sampler's ``"offset"`` placement: the glue between Optuna and ``core._placement``.
+
+With ``LRRangeSampler(placement="offset")``, :func:`optuna_lrrange.attach` suggests a
+second parameter, ``"<param_name>:offset"``, with the same distribution in every trial
+(``core.OFFSET_RANGE``, in decades), so the base sampler's joint model (multivariate TPE,
+GP, CMA-ES) sees it with every other parameter. When the objective then asks for the
+rate, the sampler sweeps, finds the sweep's anchor (its drop point) and returns
+``anchor * 10 ** offset`` clipped into ``[low, high]``; the rate itself never reaches the
+base sampler. Recorded on the trial, besides the band mode's keys:
+
+    ``lrrange:placement``  ``"offset"``
+    ``lrrange:anchor``     the anchor the rate was placed from (the trial's own sweep's, a
+                           reused one's, or the study's median when the trial's sweep gave
+                           none), or ``None`` when the rate was sampled in the full range
+    ``lrrange:offset``     the offset the rate was placed at, or ``None`` when it was not
+                           used
+    ``lrrange:cap``        the divergence cap in force on the offset's independent draws,
+                           or ``None``
+
+``lrrange:band_used`` holds the rates the offset's range reaches from the anchor (inside
+``[low, high]``), and ``lrrange:source`` the trial whose sweep gave the anchor (``None``
+for the study's median).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+import math
+import threading
+from typing import TYPE_CHECKING, Any
+
+from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.study import StudyDirection
+from optuna.trial import FrozenTrial, TrialState
+
+from optuna_lrrange._records import write_sweep
+from optuna_lrrange.core import _placement
+
+if TYPE_CHECKING:
+    from optuna.study import Study
+    from optuna.trial import Trial
+
+    from optuna_lrrange._sampler import LRRangeSampler
+    from optuna_lrrange.core import Sweep
+
+PLACEMENT_KEY = "lrrange:placement"
+ANCHOR_KEY = "lrrange:anchor"
+OFFSET_KEY = "lrrange:offset"
+CAP_KEY = "lrrange:cap"
+
+#: Reasons recorded in ``lrrange:reason`` by the offset placement.
+NO_ANCHOR = "no_anchor"
+CLIPPED = "clipped"
+
+#: The offset's distribution, identical in every trial.
+OFFSET_DISTRIBUTION = FloatDistribution(*_placement.OFFSET_RANGE)
+
+# The offset a trial with a fixed rate must carry (set by attach, read by the sampler).
+_wanted: dict[tuple[int, int], float] = {}
+_wanted_lock = threading.Lock()
+
+
+def offset_name(param_name: str) -> str:
+    """The offset parameter's name: ``"<param_name>:offset"``."""
+    return f"{param_name}:offset"
+
+
+def want_offset(key: tuple[int, int], value: float) -> None:
+    with _wanted_lock:
+        _wanted[key] = value
+
+
+def forget(key: tuple[int, int]) -> None:
+    with _wanted_lock:
+        _wanted.pop(key, None)
+
+
+def _take_wanted(key: tuple[int, int]) -> float | None:
+    with _wanted_lock:
+        return _wanted.pop(key, None)
+
+
+# ------------------------------------------------------------------ what the study has seen
+
+
+def own_anchors(study: Study, exclude: int | None = None) -> list[float]:
+    """The anchors of the trials whose own sweep gave one (``lrrange:source`` is itself)."""
+    out = []
+    for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
+        a = t.user_attrs.get(ANCHOR_KEY)
+        own = t.user_attrs.get("lrrange:source") == t.number
+        if own and a is not None and t._trial_id != exclude:
+            out.append(float(a))
+    return out
+
+
+def _loss(study: Study, t: FrozenTrial) -> float:
+    """The trial's result, lower is better; NaN for a failed or pruned one."""
+    if t.state != TrialState.COMPLETE or t.values is None:
+        return math.nan
+    if len(study.directions) > 1:
+        return 0.0  # no order between the results: only failures and prunes count
+    v = float(t.values[0])
+    return -v if study.direction == StudyDirection.MAXIMIZE else v
+
+
+def cap(study: Study, param_name: str) -> float | None:
+    """The divergence cap learned from the finished trials placed from an anchor."""
+    offsets, losses = [], []
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    for t in study._storage.get_all_trials(study._study_id, deepcopy=False, states=finished):
+        a, lr = t.user_attrs.get(ANCHOR_KEY), t.params.get(param_name)
+        if a is None or lr is None:
+            continue
+        offsets.append(math.log10(float(lr) / float(a)))
+        losses.append(_loss(study, t))
+    return _placement.divergence_cap(offsets, losses)
+
+
+def lr_is_fixed(sampler: LRRangeSampler, study: Study, trial: FrozenTrial) -> bool:
+    """Whether the trial's rate is fixed (enqueued, or a ``PartialFixedSampler`` above)."""
+    from optuna_lrrange._sampler import _find_sampler
+
+    name = sampler.param_name
+    fixed = trial.system_attrs.get("fixed_params") or {}
+    return name in fixed or name in _find_sampler(study.sampler)[1]
+
+
+# ------------------------------------------------------------------ sampling the offset
+
+
+def sample_offset(
+    sampler: LRRangeSampler,
+    study: Study,
+    trial: FrozenTrial,
+    param_distribution: BaseDistribution,
+    key: tuple[int, int],
+) -> float:
+    """The offset of a trial whose base sampler did not sample it jointly.
+
+    A trial with a fixed rate gets the offset that rate sits at (set by ``attach``); any
+    other draw comes from the base sampler's independent sampler inside the prior
+    interval, lowered below the divergence cap.
+    """
+    name = offset_name(sampler.param_name)
+    if param_distribution != OFFSET_DISTRIBUTION:
+        raise ValueError(
+            f"`{name}` is the offset LRRangeSampler(placement='offset') suggests, with "
+            f"{OFFSET_DISTRIBUTION!r}, but got {param_distribution!r}: rename the objective's "
+            "parameter."
+        )
+    wanted = _take_wanted(key)
+    if wanted is not None:
+        return wanted
+    limit = cap(study, sampler.param_name)
+    lo, hi = _placement.prior_interval(limit)
+    study._storage.set_trial_user_attr(trial._trial_id, CAP_KEY, limit)
+    from optuna_lrrange._sampler import _quiet
+
+    _quiet.param_name = name
+    try:
+        value = sampler._base_sampler.sample_independent(
+            study, trial, name, FloatDistribution(lo, hi)
+        )
+    finally:
+        _quiet.param_name = None
+    return float(value)
+
+
+def suggest_offset(sampler: LRRangeSampler, trial: Trial) -> None:
+    """Suggests the offset in ``attach``, before the objective asks for the rate."""
+    name = offset_name(sampler.param_name)
+    retried = "failed_trial" in trial.study._storage.get_trial_system_attrs(trial._trial_id)
+    if name in trial.params and not retried:
+        raise RuntimeError(
+            f"`{name}` must be suggested only by optuna_lrrange.attach with "
+            "LRRangeSampler(placement='offset'), but trial "
+            f"{trial.number} already holds {name}={trial.params[name]!r}: rename the "
+            "objective's parameter."
+        )
+    trial.suggest_float(name, *_placement.OFFSET_RANGE)
+
+
+def suggest_fixed(
+    sampler: LRRangeSampler,
+    trial: Trial,
+    key: tuple[int, int],
+    lr: Any,
+    sweep: Sweep | None,
+) -> None:
+    """Suggests the offset of a trial whose rate is fixed: the offset that rate sits at.
+
+    The anchor is the trial's own sweep's (``sweep_fixed=True``) or else the study's
+    median; with neither, the offset is drawn as in any trial and not recorded as used.
+    """
+    storage, trial_id = trial.study._storage, trial._trial_id
+    a, source = None, None
+    if sweep is not None:
+        a, _ = _placement.anchor(sweep.lrs, sweep.losses)
+        source = trial.number if a is not None else None
+    if a is None:
+        a = _placement.median_anchor(own_anchors(trial.study, exclude=trial_id))
+    wanted = None
+    if a is not None and isinstance(lr, (int, float)) and lr > 0:
+        lo, hi = _placement.OFFSET_RANGE
+        wanted = min(max(math.log10(float(lr) / a), lo), hi)
+        want_offset(key, wanted)
+    offset = trial.suggest_float(offset_name(sampler.param_name), *_placement.OFFSET_RANGE)
+    forget(key)
+    used = wanted is not None and offset == wanted
+    storage.set_trial_user_attr(trial_id, PLACEMENT_KEY, "offset")
+    storage.set_trial_user_attr(trial_id, ANCHOR_KEY, a if used else None)
+    storage.set_trial_user_attr(trial_id, OFFSET_KEY, offset if used else None)
+    storage.set_trial_user_attr(trial_id, "lrrange:source", source if used else None)
+
+
+# ------------------------------------------------------------------ placing the rate
+
+
+def place_rate(
+    sampler: LRRangeSampler,
+    study: Study,
+    trial: FrozenTrial,
+    param_name: str,
+    distribution: FloatDistribution,
+) -> float:
+    """Sweeps (or reuses a sweep), finds the anchor and places the rate at the offset."""
+    from optuna_lrrange._sampler import (
+        NO_BAND,
+        NO_PROBE,
+        _fmt,
+        _key,
+        _logger,
+        _lookup,
+        _quiet,
+    )
+
+    storage, trial_id = study._storage, trial._trial_id
+    low, high = distribution.low, distribution.high
+    offset = trial.params.get(offset_name(param_name))
+    a: float | None = None
+    source: int | None = None
+    reason: str | None = None
+    record = None
+    narrowed = False
+    sweep_fn = _lookup(_key(storage, trial_id))
+    if offset is None or sweep_fn is None:
+        reason = (
+            f"{NO_PROBE}: call optuna_lrrange.attach(trial, ...) before "
+            f"trial.suggest_float({param_name!r}, ...)"
+        )
+    else:
+        reused = sampler._reusable(study, trial)
+        if reused is not None:
+            raw = reused.user_attrs.get(ANCHOR_KEY)
+            a = None if raw is None else float(raw)
+            source = reused.number if a is not None else None
+            reason = None if a is not None else f"{NO_ANCHOR}: trial {reused.number}'s sweep"
+        else:
+            config = sampler.config
+            span = None
+            if sampler._narrow_sweeps and config.mode == "exp":
+                span = _placement.sweep_span(
+                    own_anchors(study, exclude=trial_id),
+                    config.start_lr,
+                    config.end_lr,
+                    config.num_iter,
+                )
+            if span is not None:
+                config = replace(config, start_lr=span[0], end_lr=span[1], num_iter=span[2])
+                narrowed = True
+            sweep, suggestion, failed = sampler._run(sweep_fn, trial.number, trial_id, config)
+            if sweep is None or suggestion is None:
+                reason = failed
+            else:
+                record = (sweep, suggestion)
+                a, why = _placement.anchor(sweep.lrs, sweep.losses)
+                source = trial.number if a is not None else None
+                reason = None if a is not None else f"{NO_ANCHOR}: {NO_BAND}: {why}"
+        if a is None:
+            a = _placement.median_anchor(own_anchors(study, exclude=trial_id))
+            if a is not None:
+                reason = f"{reason}; placed from the study's median anchor {_fmt(a)}"
+    if a is None or offset is None:
+        if offset is not None:
+            reason = f"{reason}; sampled in the full range"
+        _quiet.param_name = param_name
+        try:
+            value = float(
+                sampler._base_sampler.sample_independent(study, trial, param_name, distribution)
+            )
+        finally:
+            _quiet.param_name = None
+        band_used = [low, high]
+        used_offset = None
+    else:
+        value = _placement.place(a, float(offset), low, high)
+        band_used = list(_placement.reachable(a, low, high))
+        used_offset = float(offset)
+        raw_rate = a * 10.0**used_offset
+        if value != raw_rate and reason is None:
+            reason = (
+                f"{CLIPPED}: anchor {_fmt(a)} x 10**{used_offset:.3g} = {_fmt(raw_rate)} lies "
+                f"outside [{_fmt(low)}, {_fmt(high)}]"
+            )
+    if reason is not None and not reason.startswith(CLIPPED):
+        _logger.warning(f"Trial {trial.number}: `{param_name}` = {_fmt(value)} ({reason}).")
+    if record is not None:
+        sweep, suggestion = record
+        info = {
+            **dict(sweep.info),
+            "param_name": param_name,
+            "low": low,
+            "high": high,
+            "band_used": band_used,
+            "chosen_lr": value,
+            "reason": reason,
+            "placement": "offset",
+            "anchor": a,
+            "offset": used_offset,
+            "narrowed": narrowed,
+        }
+        write_sweep(storage, trial_id, replace(sweep, info=info), suggestion)
+    storage.set_trial_user_attr(trial_id, PLACEMENT_KEY, "offset")
+    storage.set_trial_user_attr(trial_id, ANCHOR_KEY, None if used_offset is None else a)
+    storage.set_trial_user_attr(trial_id, OFFSET_KEY, used_offset)
+    storage.set_trial_user_attr(trial_id, "lrrange:band_used", band_used)
+    storage.set_trial_user_attr(trial_id, "lrrange:source", source)
+    storage.set_trial_user_attr(trial_id, "lrrange:reason", reason)
+    return value
