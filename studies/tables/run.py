@@ -300,7 +300,31 @@ def summarise(studies: Sequence[dict[str, Any]], tasks: Sequence[str]) -> dict[s
                 "step_ratios": s_ratios,
                 "tasks_later_than_base": sum(x > 1 for x in t_ratios),
             }
-        out[case] = {"tasks": per_task, "ratios": ratios}
+        # The new placement against the old one, same base: trials, steps and sweep steps
+        # to the target (medians per task, geometric mean over tasks).
+        placements: dict[str, Any] = {}
+        for base in BASES:
+            new, old = f"LR({base}) offset", f"LR({base}) band"
+            pairs = [(r[new], r[old]) for r in per_task.values() if new in r and old in r]
+            if not pairs:
+                continue
+            ratio = {
+                key: [a[key] / b[key] for a, b in pairs]
+                for key in ("median_trials", "median_steps", "median_sweep_steps_to_target")
+            }
+            placements[base] = {
+                "tasks": len(pairs),
+                "trial_ratio_geomean": geomean(ratio["median_trials"]),
+                "step_ratio_geomean": geomean(ratio["median_steps"]),
+                "sweep_step_ratio_geomean": geomean(ratio["median_sweep_steps_to_target"]),
+                "sweep_steps_total": [
+                    sum(b["median_sweep_steps_to_target"] for _, b in pairs),
+                    sum(a["median_sweep_steps_to_target"] for a, _ in pairs),
+                ],
+                "tasks_later": sum(x > 1 for x in ratio["median_trials"]),
+                "tasks_earlier": sum(x < 1 for x in ratio["median_trials"]),
+            }
+        out[case] = {"tasks": per_task, "ratios": ratios, "placements": placements}
     return out
 
 
@@ -449,7 +473,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> str:
         "",
         f"Command: `{cfg['command']}` ({cfg['studies_run']} studies run in "
         f"{cfg['total_minutes']:.1f} min, {cfg['studies_reused']} reused from `studies.jsonl`; "
-        f"every study is single-process and seeded). {cfg['n_seeds']} study "
+        f"{cfg['study_minutes_summed']:.1f} min of study time summed over all, each study "
+        f"single-process and seeded). {cfg['n_seeds']} study "
         f"seeds per task, method and case; at most {cfg['n_trials']} trials per study (a "
         f"study that never reaches the target counts as {cfg['n_trials'] + 1} trials and all "
         "its steps, a lower bound; 'n.r.' marks a median that is such a study, '>=' one that "
@@ -477,6 +502,24 @@ def write_markdown(result: dict[str, Any], path: Path) -> str:
                 lines.append(
                     f"| {method} | {r['vs']} | {r['tasks']} | {r['trial_ratio_geomean']:.2f} | "
                     f"{r['step_ratio_geomean']:.2f} | {r['tasks_later_than_base']} |"
+                )
+            lines.append("")
+        if block.get("placements"):
+            lines += [
+                "Placement `offset` against `band`, same base sampler (geometric mean over "
+                "tasks of median(offset) / median(band); sweep steps to target: the sum over "
+                "tasks of the medians, band -> offset):",
+                "",
+                "| base | tasks | trials ratio | steps ratio | sweep steps ratio | sweep steps "
+                "to target, summed | tasks earlier / later |",
+                "|---|---:|---:|---:|---:|---:|---:|",
+            ]
+            for base, p in block["placements"].items():
+                old, new = p["sweep_steps_total"]
+                lines.append(
+                    f"| {base} | {p['tasks']} | {p['trial_ratio_geomean']:.2f} | "
+                    f"{p['step_ratio_geomean']:.2f} | {p['sweep_step_ratio_geomean']:.2f} | "
+                    f"{old:,.0f} -> {new:,.0f} | {p['tasks_earlier']} / {p['tasks_later']} |"
                 )
             lines.append("")
         for task, rows in block["tasks"].items():
@@ -695,6 +738,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "total_minutes": total / 60,
         "studies_run": len(todo),
         "studies_reused": len(jobs) - len(todo),
+        "study_minutes_summed": sum(s["wall_seconds"] for s in studies) / 60,
         "placement_note": (
             "Both placements measured."
             if offset
