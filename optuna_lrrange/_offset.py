@@ -119,11 +119,15 @@ def cap(study: Study, param_name: str) -> float | None:
 
 def lr_is_fixed(sampler: LRRangeSampler, study: Study, trial: FrozenTrial) -> bool:
     """Whether the trial's rate is fixed (enqueued, or a ``PartialFixedSampler`` above)."""
-    from optuna_lrrange._sampler import _find_sampler
+    from optuna_lrrange._sampler import _find_sampler, _fixes
 
     name = sampler.param_name
     fixed = trial.system_attrs.get("fixed_params") or {}
-    return name in fixed or name in _find_sampler(study.sampler)[1]
+    return (
+        name in fixed
+        or name in _find_sampler(study.sampler)[1]
+        or _fixes(sampler._base_sampler, name)
+    )
 
 
 # ------------------------------------------------------------------ sampling the offset

@@ -63,6 +63,10 @@ SUMMARY_COLUMNS = (
     "mode",
     "diverge_factor",
     "smooth_beta",
+    "placement",
+    "anchor",
+    "offset",
+    "narrowed",
 )
 
 
@@ -246,8 +250,13 @@ def sweeps_summary(study: optuna.Study, *, inherited: bool = False) -> pd.DataFr
         continued at, for a re-estimation), ``suggestion_lr``, ``band_low``,
         ``band_high``, ``method`` and ``reason`` (of the recorded suggestion; ``reason``
         says why there is no band), ``stop_reason``, ``n_steps``, ``final_lr`` (the last
-        rate tried), ``min_loss`` (the lowest raw loss), and the settings ``start_lr``,
-        ``end_lr``, ``num_iter``, ``mode``, ``diverge_factor``, ``smooth_beta``.
+        rate tried), ``min_loss`` (the lowest raw loss), the settings ``start_lr``,
+        ``end_lr``, ``num_iter``, ``mode``, ``diverge_factor``, ``smooth_beta`` (what the
+        sweep spanned), and ``placement`` (``"offset"`` when the sampler's offset
+        placement placed the rate from this sweep, else ``None``), ``anchor`` and
+        ``offset`` (the rate is ``anchor * 10 ** offset`` within the range; NaN when no
+        anchor was used) and ``narrowed`` (the sweep spanned less than the configured
+        range, around the anchors earlier sweeps found).
 
     Unreadable records are skipped with a ``RecordWarning``.
     """
@@ -284,6 +293,10 @@ def sweeps_summary(study: optuna.Study, *, inherited: bool = False) -> pd.DataFr
             "mode": config.mode,
             "diverge_factor": config.diverge_factor,
             "smooth_beta": config.smooth_beta,
+            "placement": sweep.info.get("placement"),
+            "anchor": _info_number(sweep.info, "anchor"),
+            "offset": _info_number(sweep.info, "offset"),
+            "narrowed": bool(sweep.info.get("narrowed", False)),
         }
         for key, value in row.items():
             rows[key].append(value)

@@ -697,6 +697,8 @@ class BandEntry:
         chosen_lr: The rate used after the sweep (the sampled parameter for the first
             sweep, ``info["chosen_lr"]`` for a re-estimation), or ``None``.
         reason: Why there is no band, or ``None``.
+        anchor: The anchor the rate was placed from (``placement="offset"``: the rate is
+            ``anchor * 10 ** offset`` within the range), or ``None``.
     """
 
     number: int
@@ -706,6 +708,7 @@ class BandEntry:
     band: tuple[float, float] | None
     chosen_lr: float | None
     reason: str | None
+    anchor: float | None = None
 
 
 @dataclass(frozen=True)
@@ -743,6 +746,7 @@ def get_bands_plot_info(study: optuna.Study, *, param_name: str = "lr") -> Bands
             chosen: Any = t.params.get(param_name) if i == 0 else None
             if kind == "reestimate" or chosen is None:
                 chosen = sweep.info.get("chosen_lr", chosen)
+            anchor = sweep.info.get("anchor") if kind == "trial" else None
             entries.append(
                 BandEntry(
                     number=t.number,
@@ -752,6 +756,7 @@ def get_bands_plot_info(study: optuna.Study, *, param_name: str = "lr") -> Bands
                     band=None if suggestion is None else suggestion.band,
                     chosen_lr=float(chosen) if isinstance(chosen, (int, float)) else None,
                     reason=None if suggestion is None else suggestion.reason,
+                    anchor=float(anchor) if isinstance(anchor, (int, float)) else None,
                 )
             )
     best = None
@@ -770,7 +775,9 @@ def plot_bands(study: optuna.Study, *, param_name: str = "lr", ax: Axes | None =
 
     Each sweep's band is a vertical bar, the rate the trial then used a dot inside it (the
     re-estimations of a trial sit just to its right, in another colour); a cross marks a
-    sweep without a band (the full range was used). Dotted lines show the search range.
+    sweep without a band (the full range was used). Dotted lines show the search range. With
+    ``LRRangeSampler(placement="offset")`` a black tick marks the anchor each rate was placed
+    from (the sweep's drop point): the rate's distance from it is the trial's offset.
 
     Args:
         study: The study.
@@ -823,6 +830,17 @@ def _draw_bands(info: BandsPlotInfo, ax: Axes) -> Axes:
                 linestyle="",
                 label=f"chosen {info.param_name} ({label})",
             )
+    anchored = [(e.x, e.anchor) for e in info.entries if e.anchor is not None]
+    if anchored:
+        ax.plot(
+            [x for x, _ in anchored],
+            [a for _, a in anchored],
+            "_",
+            color="black",
+            markersize=12,
+            linestyle="",
+            label="anchor (rate = anchor x 10**offset)",
+        )
     xs, ys = _chosen_points(e for e in info.entries if e.band is None)
     if xs:
         ax.plot(

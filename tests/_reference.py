@@ -223,3 +223,67 @@ def running_median(losses, window):
         statistics.median([losses[min(max(j, 0), n - 1)] for j in range(i - h, i + h + 1)])
         for i in range(n)
     ]
+
+
+# ----------------------------------------------------------------- placement (offset mode)
+
+
+def place(anchor, offset, low, high):
+    """anchor x 10**offset, kept inside [low, high]."""
+    rate = anchor * 10**offset
+    if rate < low:
+        return low
+    if rate > high:
+        return high
+    return rate
+
+
+def median_anchor(anchors):
+    """The median of the anchors in log space, None when there are none."""
+    if not anchors:
+        return None
+    return 10 ** statistics.median([math.log10(a) for a in anchors])
+
+
+def divergence_cap(offsets, losses):
+    """The lowest very bad offset above the highest offset that went well."""
+    finite = [x for x in losses if math.isfinite(x)]
+    if not finite:
+        return None
+    median = statistics.median(finite)
+    best = min(finite)
+    pairs = list(zip(offsets, losses, strict=True))
+    highest_good = max(o for o, x in pairs if math.isfinite(x) and x <= median)
+    cap = None
+    for o, x in pairs:
+        very_bad = not math.isfinite(x) or (len(finite) >= 5 and x > median + 3 * (median - best))
+        if very_bad and o > highest_good and (cap is None or o < cap):
+            cap = o
+    return cap
+
+
+def prior_interval(cap, prior=(-0.9, 0.6), offsets=(-2.0, 1.0), min_width=0.2):
+    """The prior below the cap, at least min_width wide, inside the offsets' range."""
+    lo, hi = prior
+    if cap is None or cap >= hi:
+        return lo, hi
+    hi = cap if cap > offsets[0] + min_width else offsets[0] + min_width
+    if hi - min_width < lo:
+        lo = hi - min_width
+    return lo, hi
+
+
+def sweep_span(anchors, start_lr, end_lr, num_iter, below=2.5, above=2.0, min_anchors=3):
+    """From `below` decades under the lowest anchor to `above` over the highest, inside
+    [start_lr, end_lr], at the full sweep's points per decade; None when not narrower."""
+    if len(anchors) < min_anchors:
+        return None
+    per_decade = (num_iter - 1) / math.log10(end_lr / start_lr)
+    lo = max(math.log10(min(anchors)) - below, math.log10(start_lr))
+    hi = min(math.log10(max(anchors)) + above, math.log10(end_lr))
+    if hi <= lo:
+        return None
+    n = round(per_decade * (hi - lo)) + 1
+    if n >= num_iter or n < 10:
+        return None
+    return 10**lo, 10**hi, n

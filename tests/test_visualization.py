@@ -193,6 +193,28 @@ def test_bands_info_has_one_entry_per_sweep(study_and_records):
         assert entry.band == written[entry.number][entry.sweep][1].band
     assert info.search_range == (1e-5, 1.0)
     assert info.best_number == 0 and info.param_name == "lr"
+    assert all(e.anchor is None for e in info.entries)  # the band placement records none
+
+
+def test_bands_info_shows_the_anchor_of_the_offset_placement(tmp_path):
+    def objective(trial):
+        def sweep_fn(config):
+            return ol.run_range_test(lambda lr: 1.0 / (1.0 + 1e3 * lr), config)
+
+        ol.attach(trial, sweep_fn=sweep_fn)
+        return trial.suggest_float("lr", 1e-6, 1.0, log=True)
+
+    study = optuna.create_study(
+        sampler=ol.LRRangeSampler(optuna.samplers.TPESampler(seed=0), placement="offset"),
+        storage=f"sqlite:///{tmp_path / 'study.db'}",
+    )
+    study.optimize(objective, n_trials=2)
+    info = get_bands_plot_info(study)
+    for entry, trial in zip(info.entries, study.trials, strict=True):
+        assert entry.anchor == trial.user_attrs["lrrange:anchor"] is not None
+        assert entry.chosen_lr == trial.params["lr"]
+    ax = ol.plot_bands(study, ax=Figure().subplots())
+    assert "anchor (rate = anchor x 10**offset)" in _texts(ax)
 
 
 # --------------------------------------------------------------------------- drawing

@@ -90,7 +90,7 @@ def divergence_cap(offsets: Sequence[float], losses: Sequence[float]) -> float |
             or was pruned.
 
     A trial went well if its loss is finite and at most the median finite loss. It went
-    very bad if its loss is not finite or, once at least three losses are finite, lies
+    very bad if its loss is not finite or, once at least five losses are finite, lies
     further above the median than three times the median's distance from the best: a
     diverged run ends near chance level, an outlier far beyond the spread of the runs that
     train, while a rate that is merely off stays within it. The cap is the lowest very bad
@@ -109,7 +109,7 @@ def divergence_cap(offsets: Sequence[float], losses: Sequence[float]) -> float |
         return None
     good = finite & (loss <= np.median(loss[finite]))
     bad = ~finite
-    if finite.sum() >= 3:
+    if finite.sum() >= 5:
         best, median = float(loss[finite].min()), float(np.median(loss[finite]))
         bad |= finite & (loss > median + 3 * (median - best))
     above = bad & (off > off[good].max())
