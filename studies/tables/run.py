@@ -265,6 +265,8 @@ def summarise(studies: Sequence[dict[str, Any]], tasks: Sequence[str]) -> dict[s
                     continue
                 rows[method] = {
                     "studies": len(ss),
+                    "trials_to_target": [s["trials_to_target"] for s in ss],
+                    "steps_to_target": [s["steps_to_target"] for s in ss],
                     "reached": sum(s["reached"] for s in ss),
                     "median_trials": float(np.median([s["trials_to_target"] for s in ss])),
                     "median_steps": float(np.median([s["steps_to_target"] for s in ss])),
@@ -577,6 +579,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from studies.tables.tasks import TASKS_BY_NAME
+
     cases = [c for c in CASES if c in result["summary"]]
     fig, axes = plt.subplots(1, len(cases), figsize=(6.5 * len(cases), 4.6), squeeze=False)
     for ax, case in zip(axes[0], cases, strict=True):
@@ -603,17 +607,25 @@ def plot(result: dict[str, Any], path: Path) -> None:
             )
         ax.set_yscale("log")
         ax.set_xticks(np.arange(len(tasks)))
-        ax.set_xticklabels([t.replace("_", "\n", 2) for t in tasks], fontsize=7, rotation=0)
+        roles = {t: TASKS_BY_NAME[t].role for t in tasks}
+        ax.set_xticklabels(
+            [
+                t.replace("_", "\n", 2) + ("\n(held out)" if roles[t] != "design" else "")
+                for t in tasks
+            ],
+            fontsize=7,
+        )
         ax.set_ylabel("trials to target (median over study seeds)")
         ax.set_title(CASE_TITLES[case], fontsize=10)
         ax.grid(axis="y", alpha=0.3, which="both")
-    axes[0, 0].legend(fontsize=7, ncol=3, loc="upper left")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, ncol=9, loc="lower center")
     fig.suptitle(
         "Trials to a configuration within 5% of the table's best (lower is better; "
         f"censored at {result['config']['n_trials'] + 1})",
         fontsize=10,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
