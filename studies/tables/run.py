@@ -56,6 +56,8 @@ METHODS = (
     "LR(Random) offset",
 )
 CASES = ("two", "lr")
+#: The quick run's tasks: the two cheapest to train.
+QUICK_TASKS = ("cancer_mlp_plain_sgd_batch", "diabetes_mlp_sgd_width")
 CASE_TITLES = {
     "two": "learning rate and a second hyperparameter",
     "lr": "learning rate alone (second hyperparameter fixed)",
@@ -662,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not offset:
         methods = [m for m in methods if placement_of(m) != "offset"]
     if args.quick:
-        names = names[:2] if not args.tasks else names
+        names = list(QUICK_TASKS) if not args.tasks else names
         methods = [m for m in methods if base_of(m) != "GP"]
         n_seeds, n_trials = args.seeds or 2, args.trials or 8
         out = args.out or HERE / "results" / "quick"
