@@ -14,8 +14,8 @@ base sampler. Recorded on the trial, besides the band mode's keys:
                            none), or ``None`` when the rate was sampled in the full range
     ``lrrange:offset``     the offset the rate was placed at, or ``None`` when it was not
                            used
-    ``lrrange:cap``        the divergence cap in force on the offset's independent draws,
-                           or ``None``
+    ``lrrange:cap``        the divergence cap in force on the offset's draws (written
+                           when the offset was drawn), or ``None``
 
 ``lrrange:band_used`` holds the rates the offset's range reaches from the anchor (inside
 ``[low, high]``), and ``lrrange:source`` the trial whose sweep gave the anchor (``None``
@@ -131,6 +131,31 @@ def lr_is_fixed(sampler: LRRangeSampler, study: Study, trial: FrozenTrial) -> bo
 
 
 # ------------------------------------------------------------------ sampling the offset
+
+
+def relative_space(
+    sampler: LRRangeSampler,
+    study: Study,
+    trial: FrozenTrial,
+    search_space: dict[str, BaseDistribution],
+) -> dict[str, BaseDistribution]:
+    """The base sampler's relative search space, with the offset kept below the cap.
+
+    The offset's entry is narrowed to end at the divergence cap (the base sampler then
+    samples inside it; the stored distribution stays the same in every trial), and
+    dropped when the trial's rate is fixed: it then follows the fixed rate.
+    """
+    name = offset_name(sampler.param_name)
+    if name not in search_space:
+        return search_space
+    if lr_is_fixed(sampler, study, trial):
+        return {k: v for k, v in search_space.items() if k != name}
+    limit = cap(study, sampler.param_name)
+    study._storage.set_trial_user_attr(trial._trial_id, CAP_KEY, limit)
+    lo, hi = _placement.capped_range(limit)
+    if (lo, hi) == _placement.OFFSET_RANGE:
+        return search_space
+    return {**search_space, name: FloatDistribution(lo, hi)}
 
 
 def sample_offset(

@@ -337,11 +337,10 @@ class LRRangeSampler(BaseSampler):
     def sample_relative(
         self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        drop = {self._param_name}
-        if self._placement == "offset" and _offset.lr_is_fixed(self, study, trial):
-            drop.add(_offset.offset_name(self._param_name))  # it follows the fixed rate
-        if drop & search_space.keys():
-            search_space = {k: v for k, v in search_space.items() if k not in drop}
+        if self._param_name in search_space:
+            search_space = {k: v for k, v in search_space.items() if k != self._param_name}
+        if self._placement == "offset":
+            search_space = _offset.relative_space(self, study, trial, search_space)
         return self._base_sampler.sample_relative(study, trial, search_space)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:

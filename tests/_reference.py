@@ -250,14 +250,18 @@ def divergence_cap(offsets, losses):
     finite = [x for x in losses if math.isfinite(x)]
     if not finite:
         return None
-    median = statistics.median(finite)
-    best = min(finite)
+    best, worst = min(finite), max(finite)
+
+    def very_bad(x):
+        if not math.isfinite(x):
+            return True
+        return len(finite) >= 5 and x > best + 0.5 * (worst - best)
+
     pairs = list(zip(offsets, losses, strict=True))
-    highest_good = max(o for o, x in pairs if math.isfinite(x) and x <= median)
+    highest_good = max(o for o, x in pairs if not very_bad(x))
     cap = None
     for o, x in pairs:
-        very_bad = not math.isfinite(x) or (len(finite) >= 5 and x > median + 3 * (median - best))
-        if very_bad and o > highest_good and (cap is None or o < cap):
+        if very_bad(x) and o > highest_good and (cap is None or o < cap):
             cap = o
     return cap
 
@@ -287,3 +291,13 @@ def sweep_span(anchors, start_lr, end_lr, num_iter, below=2.5, above=2.0, min_an
     if n >= num_iter or n < 10:
         return None
     return 10**lo, 10**hi, n
+
+
+def capped_range(cap, offsets=(-2.0, 1.0), min_width=0.2):
+    """The offsets' range with its top lowered to the cap, at least min_width wide."""
+    lo, hi = offsets
+    if cap is None or cap >= hi:
+        return lo, hi
+    if cap < lo + min_width:
+        return lo, lo + min_width
+    return lo, cap

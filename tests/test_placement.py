@@ -81,12 +81,18 @@ def test_divergence_cap_on_a_study_that_diverged_above_its_good_rates():
     offs = [-1.8, -1.0, -0.5, -0.2, 0.0, 0.3, 0.6, 0.9]
     vals = [0.9, 0.31, 0.30, 0.29, 0.32, 2.3, 2.3, math.nan]
     assert pl.divergence_cap(offs, vals) == 0.3
-    # A merely worse rate above the best is no divergence; neither is a good run above a bad.
+    # Still so when most runs diverged (a median of the results would be a diverged one).
+    many = [*offs, 0.35, 0.4, 0.5, 0.45]
+    assert pl.divergence_cap(many, [*vals, 2.3, 2.3, 2.2, 2.3]) == 0.3
+    # A good run above a bad one lifts the cap to the next bad one above it.
+    assert pl.divergence_cap([*offs, 0.4], [*vals, 0.30]) == 0.6
+    # A bad run below a good one is a rate too small (or another parameter's doing).
     offs = [-1.0, -0.5, 0.0, 0.2, 0.4]
-    assert pl.divergence_cap(offs, [0.38, 0.30, 0.29, 0.35, 0.45]) is None
+    assert pl.divergence_cap(offs, [0.45, 0.30, 0.29, 0.35, 0.32]) is None
+    # The worse half of the results above every good one caps, whatever their scale.
+    assert pl.divergence_cap(offs, [0.38, 0.30, 0.29, 0.35, 0.45]) == 0.4
     assert pl.divergence_cap(offs, [0.38, 0.30, 0.29, 0.35, 2.3]) == 0.4
-    assert pl.divergence_cap([*offs, 0.8], [0.38, 0.30, 0.29, 0.35, 2.3, 0.29]) is None
-    # Too few results to tell an outlier: only failures count.
+    # Too few results to tell: only failures count.
     assert pl.divergence_cap([-0.5, 0.0, 0.4], [0.30, 0.29, 2.3]) is None
     assert pl.divergence_cap([-0.5, 0.0, 0.4], [0.30, 0.29, math.nan]) == 0.4
     assert pl.divergence_cap([], []) is None
@@ -105,6 +111,14 @@ def test_prior_interval_matches_the_reference(cap):
     assert pl.OFFSET_RANGE[0] <= lo < hi <= pl.OFFSET_RANGE[1]
     if cap is not None and cap > pl.OFFSET_RANGE[0] + pl.MIN_PRIOR_DECADES:
         assert hi <= cap
+
+
+@settings(max_examples=300, deadline=None)
+@given(cap=st.one_of(st.none(), offsets, st.floats(-5.0, 5.0)))
+def test_capped_range_matches_the_reference(cap):
+    got = pl.capped_range(cap)
+    assert close(got, ref.capped_range(cap))
+    assert got[0] == pl.OFFSET_RANGE[0] and got[1] - got[0] >= pl.MIN_PRIOR_DECADES - 1e-12
 
 
 @settings(max_examples=300, deadline=None)

@@ -298,7 +298,8 @@ def test_the_offset_name_must_not_be_the_objectives(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ the divergence cap
 
 
-def test_independent_draws_stay_below_where_the_study_diverged(tmp_path: Path) -> None:
+@pytest.mark.parametrize("base", ["random", "tpe"])
+def test_draws_stay_below_where_the_study_diverged(base: str, tmp_path: Path) -> None:
     anchor = anchor_of(100.0)
 
     def objective(trial: optuna.Trial) -> float:
@@ -309,9 +310,8 @@ def test_independent_draws_stay_below_where_the_study_diverged(tmp_path: Path) -
             return 10.0  # diverged: far worse than every run that trains
         return (offset + 0.3) ** 2
 
-    study = optuna.create_study(
-        sampler=offset_sampler(RandomSampler(seed=0)), storage=storage(tmp_path)
-    )
+    inner = RandomSampler(seed=0) if base == "random" else TPESampler(seed=0, n_startup_trials=5)
+    study = optuna.create_study(sampler=offset_sampler(inner), storage=storage(tmp_path))
     study.optimize(objective, n_trials=25)
     trials = study.trials
     caps = [t.user_attrs.get("lrrange:cap") for t in trials]

@@ -89,13 +89,14 @@ def divergence_cap(offsets: Sequence[float], losses: Sequence[float]) -> float |
         losses: Each trial's result, lower is better; NaN (or inf) for a trial that failed
             or was pruned.
 
-    A trial went well if its loss is finite and at most the median finite loss. It went
-    very bad if its loss is not finite or, once at least five losses are finite, lies
-    further above the median than three times the median's distance from the best: a
-    diverged run ends near chance level, an outlier far beyond the spread of the runs that
-    train, while a rate that is merely off stays within it. The cap is the lowest very bad
-    offset above the highest good one; ``None`` while there is none. Bad results below a
-    good offset are rates too small, or another hyperparameter's doing, not divergence.
+    A trial went very bad if its loss is not finite or, once at least five losses are
+    finite, lies in the worse half between the best and the worst of them; every other
+    trial went well. A diverged run ends near an untrained model's loss, the worst there
+    is, however many runs diverged (a rule built on the median fails once half of them
+    have). The cap is the lowest very bad offset above the highest good one, ``None``
+    while there is none: bad results below a good offset are rates too small, or another
+    hyperparameter's doing, not divergence, and the cap never closes an offset that
+    trained well.
     """
     off = np.asarray(offsets, dtype=float)
     loss = np.asarray(losses, dtype=float)
@@ -107,12 +108,11 @@ def divergence_cap(offsets: Sequence[float], losses: Sequence[float]) -> float |
     finite = np.isfinite(loss)
     if not finite.any():
         return None
-    good = finite & (loss <= np.median(loss[finite]))
     bad = ~finite
     if finite.sum() >= 5:
-        best, median = float(loss[finite].min()), float(np.median(loss[finite]))
-        bad |= finite & (loss > median + 3 * (median - best))
-    above = bad & (off > off[good].max())
+        best, worst = float(loss[finite].min()), float(loss[finite].max())
+        bad |= finite & (loss > best + 0.5 * (worst - best))
+    above = bad & (off > off[~bad].max())
     if not above.any():
         return None
     return float(off[above].min())
@@ -133,6 +133,17 @@ def prior_interval(
         hi = max(cap, offsets[0] + MIN_PRIOR_DECADES)
         lo = min(lo, hi - MIN_PRIOR_DECADES)
     return lo, hi
+
+
+def capped_range(
+    cap: float | None, offsets: tuple[float, float] = OFFSET_RANGE
+) -> tuple[float, float]:
+    """The offsets a joint draw may take: ``offsets`` below ``cap``, at least
+    ``MIN_PRIOR_DECADES`` wide."""
+    lo, hi = offsets
+    if cap is None or cap >= hi:
+        return lo, hi
+    return lo, max(cap, lo + MIN_PRIOR_DECADES)
 
 
 def sweep_span(
