@@ -486,7 +486,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> str:
         "table loss is within 5% of the table's best. Steps: training steps plus recorded "
         "sweep steps. Placement `band`: the sampler's behaviour before the change "
         "(`sample_independent` inside the sweep's band); `offset`: the learned relative "
-        f"placement. {cfg['placement_note']}",
+        f"placement. {cfg['placement_note']} Code: commit `{cfg['code_commit']}` (the run's "
+        "checkout; uncommitted changes not included).",
         "",
     ]
     for case in CASES:
@@ -739,8 +740,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             command += f" {flag} {value}"
     if args.jobs > 1:
         command += f" --jobs {args.jobs}"
+    import subprocess
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True
+    ).stdout.strip()
     config = {
         "command": command,
+        "code_commit": commit or None,
         "n_seeds": n_seeds,
         "n_trials": n_trials,
         "methods": methods,
