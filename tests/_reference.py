@@ -266,7 +266,7 @@ def divergence_cap(offsets, losses):
     return cap
 
 
-def prior_interval(cap, prior=(-0.9, 0.6), offsets=(-2.0, 1.0), min_width=0.2):
+def prior_interval(cap, prior=(-1.15, 0.35), offsets=(-2.0, 1.0), min_width=0.2):
     """The prior below the cap, at least min_width wide, inside the offsets' range."""
     lo, hi = prior
     if cap is None or cap >= hi:
