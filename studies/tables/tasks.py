@@ -92,6 +92,10 @@ def _adam(model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.Adam(model.parameters(), lr=1e-3)
 
 
+def _rmsprop(model: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.RMSprop(model.parameters(), lr=1e-3)
+
+
 def _with(
     model: Callable[[int], nn.Module],
     optimizer: Callable[[nn.Module], torch.optim.Optimizer],
@@ -168,6 +172,56 @@ TASKS: list[Task] = [
         _with(lambda s: MLP(64, 10, s), _adam, lambda s: 32),
         F.cross_entropy,
         4,
+    ),
+    # Held-out tasks: written down after the offset placement was frozen (see the README),
+    # evaluated only.
+    Task(
+        "mnist1d_mlp_sgd_batch",
+        "held_out",
+        "MNIST-1D, MLP 40-64-10, SGD momentum 0.9, cross-entropy, 3 epochs; batch size 16/64/256",
+        mnist1d,
+        "batch_size",
+        (16, 64, 256),
+        64,
+        _with(lambda s: MLP(40, 10, 64), _sgd_momentum, lambda s: s),
+        F.cross_entropy,
+        3,
+    ),
+    Task(
+        "cancer_mlp_adam_batch",
+        "held_out",
+        "breast cancer, MLP 30-64-1, Adam, binary cross-entropy, 10 epochs; batch size 4/16/64",
+        breast_cancer,
+        "batch_size",
+        (4, 16, 64),
+        16,
+        _with(lambda s: MLP(30, 1, 64), _adam, lambda s: s),
+        _bce,
+        10,
+    ),
+    Task(
+        "digits_mlp_rmsprop_width",
+        "held_out",
+        "digits, MLP 64-w-10, RMSprop, cross-entropy, batch 32, 3 epochs; width 16/128/1024",
+        digits,
+        "width",
+        (16, 128, 1024),
+        128,
+        _with(lambda s: MLP(64, 10, s), _rmsprop, lambda s: 32),
+        F.cross_entropy,
+        3,
+    ),
+    Task(
+        "diabetes_mlp_plain_sgd_batch",
+        "held_out",
+        "diabetes, MLP 10-64-1, SGD (no momentum), MSE regression, 15 epochs; batch size 4/16/64",
+        diabetes,
+        "batch_size",
+        (4, 16, 64),
+        16,
+        _with(lambda s: MLP(10, 1, 64), _plain_sgd, lambda s: s),
+        F.mse_loss,
+        15,
     ),
 ]
 
