@@ -250,8 +250,60 @@ def geomean(xs: Sequence[float]) -> float:
     return float(np.exp(np.mean(np.log(xs))))
 
 
+def _compare(per_task: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Over the tasks of ``per_task``: each LR method against its plain base sampler, and
+    the offset placement against the band, per base sampler."""
+    ratios: dict[str, Any] = {}
+    for method in METHODS:
+        base = base_of(method)
+        if method == base:
+            continue
+        pairs = [(r[method], r[base]) for r in per_task.values() if method in r and base in r]
+        if not pairs:
+            continue
+        t_ratios = [a["median_trials"] / b["median_trials"] for a, b in pairs]
+        s_ratios = [a["median_steps"] / b["median_steps"] for a, b in pairs]
+        ratios[method] = {
+            "vs": base,
+            "tasks": len(pairs),
+            "trial_ratio_geomean": geomean(t_ratios),
+            "step_ratio_geomean": geomean(s_ratios),
+            "trial_ratios": t_ratios,
+            "step_ratios": s_ratios,
+            "tasks_later_than_base": sum(x > 1 for x in t_ratios),
+        }
+    # The new placement against the old one, same base: trials, steps and sweep steps
+    # to the target (medians per task, geometric mean over tasks).
+    placements: dict[str, Any] = {}
+    for base in BASES:
+        new, old = f"LR({base}) offset", f"LR({base}) band"
+        pairs = [(r[new], r[old]) for r in per_task.values() if new in r and old in r]
+        if not pairs:
+            continue
+        ratio = {
+            key: [a[key] / b[key] for a, b in pairs]
+            for key in ("median_trials", "median_steps", "median_sweep_steps_to_target")
+        }
+        placements[base] = {
+            "tasks": len(pairs),
+            "trial_ratio_geomean": geomean(ratio["median_trials"]),
+            "step_ratio_geomean": geomean(ratio["median_steps"]),
+            "sweep_step_ratio_geomean": geomean(ratio["median_sweep_steps_to_target"]),
+            "sweep_steps_total": [
+                sum(b["median_sweep_steps_to_target"] for _, b in pairs),
+                sum(a["median_sweep_steps_to_target"] for a, _ in pairs),
+            ],
+            "tasks_later": sum(x > 1 for x in ratio["median_trials"]),
+            "tasks_earlier": sum(x < 1 for x in ratio["median_trials"]),
+        }
+    return ratios, placements
+
+
 def summarise(studies: Sequence[dict[str, Any]], tasks: Sequence[str]) -> dict[str, Any]:
-    """Per case, task and method: medians to target; per case: ratios vs the plain base."""
+    """Per case, task and method: medians to target; per case: ratios vs the plain base,
+    over all tasks and (when both kinds are present) over the design and held-out ones."""
+    from studies.tables.tasks import TASKS_BY_NAME
+
     out: dict[str, Any] = {}
     for case in CASES:
         per_task: dict[str, Any] = {}
@@ -285,50 +337,18 @@ def summarise(studies: Sequence[dict[str, Any]], tasks: Sequence[str]) -> dict[s
                 per_task[task] = rows
         if not per_task:
             continue
-        ratios: dict[str, Any] = {}
-        for method in METHODS:
-            base = base_of(method)
-            if method == base:
-                continue
-            pairs = [(r[method], r[base]) for r in per_task.values() if method in r and base in r]
-            if not pairs:
-                continue
-            t_ratios = [a["median_trials"] / b["median_trials"] for a, b in pairs]
-            s_ratios = [a["median_steps"] / b["median_steps"] for a, b in pairs]
-            ratios[method] = {
-                "vs": base,
-                "tasks": len(pairs),
-                "trial_ratio_geomean": geomean(t_ratios),
-                "step_ratio_geomean": geomean(s_ratios),
-                "trial_ratios": t_ratios,
-                "step_ratios": s_ratios,
-                "tasks_later_than_base": sum(x > 1 for x in t_ratios),
-            }
-        # The new placement against the old one, same base: trials, steps and sweep steps
-        # to the target (medians per task, geometric mean over tasks).
-        placements: dict[str, Any] = {}
-        for base in BASES:
-            new, old = f"LR({base}) offset", f"LR({base}) band"
-            pairs = [(r[new], r[old]) for r in per_task.values() if new in r and old in r]
-            if not pairs:
-                continue
-            ratio = {
-                key: [a[key] / b[key] for a, b in pairs]
-                for key in ("median_trials", "median_steps", "median_sweep_steps_to_target")
-            }
-            placements[base] = {
-                "tasks": len(pairs),
-                "trial_ratio_geomean": geomean(ratio["median_trials"]),
-                "step_ratio_geomean": geomean(ratio["median_steps"]),
-                "sweep_step_ratio_geomean": geomean(ratio["median_sweep_steps_to_target"]),
-                "sweep_steps_total": [
-                    sum(b["median_sweep_steps_to_target"] for _, b in pairs),
-                    sum(a["median_sweep_steps_to_target"] for a, _ in pairs),
-                ],
-                "tasks_later": sum(x > 1 for x in ratio["median_trials"]),
-                "tasks_earlier": sum(x < 1 for x in ratio["median_trials"]),
-            }
-        out[case] = {"tasks": per_task, "ratios": ratios, "placements": placements}
+        ratios, placements = _compare(per_task)
+        by_role = {}
+        for role in ("design", "held_out"):
+            mine = {t: r for t, r in per_task.items() if TASKS_BY_NAME[t].role == role}
+            if mine and len(mine) < len(per_task):
+                by_role[role] = dict(zip(("ratios", "placements"), _compare(mine), strict=True))
+        out[case] = {
+            "tasks": per_task,
+            "ratios": ratios,
+            "placements": placements,
+            "by_role": by_role,
+        }
     return out
 
 
@@ -468,6 +488,44 @@ def _fmt_median(m: dict[str, Any], key: str) -> str:
     return value
 
 
+def _comparison_tables(
+    label: str, ratios: dict[str, Any], placements: dict[str, Any]
+) -> list[str]:
+    lines = []
+    if ratios:
+        lines += [
+            f"Geometric mean over {label} of median(method) / median(plain base):",
+            "",
+            "| method | vs | tasks | trials ratio | steps ratio | tasks later than the base |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for method, r in ratios.items():
+            lines.append(
+                f"| {method} | {r['vs']} | {r['tasks']} | {r['trial_ratio_geomean']:.2f} | "
+                f"{r['step_ratio_geomean']:.2f} | {r['tasks_later_than_base']} |"
+            )
+        lines.append("")
+    if placements:
+        lines += [
+            f"Placement `offset` against `band`, same base sampler, {label} (geometric mean "
+            "of median(offset) / median(band); sweep steps to target: the sum over the tasks "
+            "of the medians, band -> offset):",
+            "",
+            "| base | tasks | trials ratio | steps ratio | sweep steps ratio | sweep steps "
+            "to target, summed | tasks earlier / later |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for base, p in placements.items():
+            old, new = p["sweep_steps_total"]
+            lines.append(
+                f"| {base} | {p['tasks']} | {p['trial_ratio_geomean']:.2f} | "
+                f"{p['step_ratio_geomean']:.2f} | {p['sweep_step_ratio_geomean']:.2f} | "
+                f"{old:,.0f} -> {new:,.0f} | {p['tasks_earlier']} / {p['tasks_later']} |"
+            )
+        lines.append("")
+    return lines
+
+
 def write_markdown(result: dict[str, Any], path: Path) -> str:
     from studies.tables.tasks import TASKS_BY_NAME
 
@@ -495,38 +553,11 @@ def write_markdown(result: dict[str, Any], path: Path) -> str:
         if block is None:
             continue
         lines += [f"## {CASE_TITLES[case]}", ""]
-        ratios = block["ratios"]
-        if ratios:
-            lines += [
-                "Geometric mean over tasks of median(method) / median(plain base):",
-                "",
-                "| method | vs | tasks | trials ratio | steps ratio | tasks later than the base |",
-                "|---|---|---:|---:|---:|---:|",
-            ]
-            for method, r in ratios.items():
-                lines.append(
-                    f"| {method} | {r['vs']} | {r['tasks']} | {r['trial_ratio_geomean']:.2f} | "
-                    f"{r['step_ratio_geomean']:.2f} | {r['tasks_later_than_base']} |"
-                )
-            lines.append("")
-        if block.get("placements"):
-            lines += [
-                "Placement `offset` against `band`, same base sampler (geometric mean over "
-                "tasks of median(offset) / median(band); sweep steps to target: the sum over "
-                "tasks of the medians, band -> offset):",
-                "",
-                "| base | tasks | trials ratio | steps ratio | sweep steps ratio | sweep steps "
-                "to target, summed | tasks earlier / later |",
-                "|---|---:|---:|---:|---:|---:|---:|",
-            ]
-            for base, p in block["placements"].items():
-                old, new = p["sweep_steps_total"]
-                lines.append(
-                    f"| {base} | {p['tasks']} | {p['trial_ratio_geomean']:.2f} | "
-                    f"{p['step_ratio_geomean']:.2f} | {p['sweep_step_ratio_geomean']:.2f} | "
-                    f"{old:,.0f} -> {new:,.0f} | {p['tasks_earlier']} / {p['tasks_later']} |"
-                )
-            lines.append("")
+        groups = [("all tasks", block)] + [
+            (f"{role.replace('_', '-')} tasks only", sub) for role, sub in block["by_role"].items()
+        ]
+        for label, group in groups:
+            lines += _comparison_tables(label, group["ratios"], group["placements"])
         for task, rows in block["tasks"].items():
             t = TASKS_BY_NAME[task]
             lines += [
