@@ -283,8 +283,14 @@ def test_table_study_reads_the_table_between_grid_points_and_counts_steps_to_tar
             "trials": [{}] * trials_to_target,
         }
 
-    summary = summarise([study("TPE", 8), study("LR(TPE) band", 2)], ["t"])["two"]
+    studies = [study("TPE", 8), study("LR(TPE) band", 2)]
+    studies += [{**study("TPE", 4), "task": "u"}, {**study("LR(TPE) band", 8), "task": "u"}]
+    summary = summarise(studies, ["t", "u"], roles={"t": "design", "u": "held_out"})["two"]
     assert summary["tasks"]["t"]["TPE"]["median_trials"] == 8
-    ratio = summary["ratios"]["LR(TPE) band"]
-    assert ratio["trial_ratio_geomean"] == pytest.approx(0.25)
-    assert ratio["tasks_later_than_base"] == 0
+    ratio = summary["ratios"]["LR(TPE) band"]  # 2/8 and 8/4: geometric mean sqrt(1/2)
+    assert ratio["trial_ratio_geomean"] == pytest.approx(math.sqrt(0.5))
+    assert ratio["tasks_later_than_base"] == 1
+    design = summary["by_role"]["design"]["ratios"]["LR(TPE) band"]
+    held_out = summary["by_role"]["held_out"]["ratios"]["LR(TPE) band"]
+    assert design["trial_ratio_geomean"] == pytest.approx(0.25)
+    assert held_out["trial_ratio_geomean"] == pytest.approx(2.0)

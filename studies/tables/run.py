@@ -299,11 +299,18 @@ def _compare(per_task: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return ratios, placements
 
 
-def summarise(studies: Sequence[dict[str, Any]], tasks: Sequence[str]) -> dict[str, Any]:
+def summarise(
+    studies: Sequence[dict[str, Any]],
+    tasks: Sequence[str],
+    roles: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Per case, task and method: medians to target; per case: ratios vs the plain base,
-    over all tasks and (when both kinds are present) over the design and held-out ones."""
+    over all tasks and (when both kinds are present) over the design and held-out ones.
+    ``roles``: each task's role, by default the one in ``tasks.py``."""
     from studies.tables.tasks import TASKS_BY_NAME
 
+    if roles is None:
+        roles = {t: TASKS_BY_NAME[t].role for t in tasks}
     out: dict[str, Any] = {}
     for case in CASES:
         per_task: dict[str, Any] = {}
@@ -340,7 +347,7 @@ def summarise(studies: Sequence[dict[str, Any]], tasks: Sequence[str]) -> dict[s
         ratios, placements = _compare(per_task)
         by_role = {}
         for role in ("design", "held_out"):
-            mine = {t: r for t, r in per_task.items() if TASKS_BY_NAME[t].role == role}
+            mine = {t: r for t, r in per_task.items() if roles[t] == role}
             if mine and len(mine) < len(per_task):
                 by_role[role] = dict(zip(("ratios", "placements"), _compare(mine), strict=True))
         out[case] = {
