@@ -623,7 +623,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     from studies.tables.tasks import TASKS_BY_NAME
 
     cases = [c for c in CASES if c in result["summary"]]
-    fig, axes = plt.subplots(1, len(cases), figsize=(6.5 * len(cases), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(cases), figsize=(8 * len(cases), 5), squeeze=False)
     for ax, case in zip(axes[0], cases, strict=True):
         block = result["summary"][case]["tasks"]
         tasks = list(block)
@@ -651,7 +651,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         roles = {t: TASKS_BY_NAME[t].role for t in tasks}
         ax.set_xticklabels(
             [
-                t.replace("_", "\n", 2) + ("\n(held out)" if roles[t] != "design" else "")
+                t.replace("_", "\n") + ("\n(held out)" if roles[t] != "design" else "")
                 for t in tasks
             ],
             fontsize=7,
