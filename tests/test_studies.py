@@ -224,3 +224,93 @@ def test_retrained_incumbents_and_the_target_on_configuration_losses(monkeypatch
     assert s["methods"]["TPE"]["reached"] == 1
     assert s["lower_in"] == [2, 2, 2] and s["higher_in"] == [0, 0, 0]
     assert s["methods"]["LR(TPE)"]["median"] == pytest.approx([1.12, 1.02, 1.02])
+
+
+def test_table_study_quick(tmp_path):
+    # The table study's smoke run: its own small tables, studies of every non-GP method on
+    # two tasks in both cases, the point-suggestion table; the rows must all be there.
+    run_study("-m", "studies.tables.run", "--quick", "--out", str(tmp_path))
+    result = json.loads((tmp_path / "results.json").read_text())
+    tasks = list(result["config"]["tasks"])
+    assert len(tasks) == 2
+    for case in ("two", "lr"):
+        block = result["summary"][case]
+        assert list(block["tasks"]) == tasks
+        for rows in block["tasks"].values():
+            assert {"TPE", "LR(TPE) band", "Random", "LR(Random) band"} <= set(rows)
+            for m in rows.values():
+                assert m["studies"] == 2
+                assert 1 <= m["median_trials"] <= m["n_trials"] + 1
+        assert block["ratios"]["LR(TPE) band"]["vs"] == "TPE"
+        assert block["ratios"]["LR(TPE) band"]["tasks"] == 2
+    suggestions = result["suggestions"]["design"]
+    assert suggestions["n"] == 2 * 3  # two tasks x three settings x one pool sweep
+    assert set(suggestions["summary"]) >= {"default", "minimum_div10", "fastai_minimum_div10"}
+    table = (tmp_path / "results.md").read_text()
+    assert "LR(TPE) band" in table and "False declines" in table
+    assert (tmp_path / "trials_to_target.png").stat().st_size > 10_000
+    # Every study stops at its first trial within the target and counts the steps up to it;
+    # the narrowed ones ran the sampler's range test (recorded sweep steps).
+    for line in (tmp_path / "studies.jsonl").read_text().splitlines():
+        s = json.loads(line)
+        hits = [i for i, t in enumerate(s["trials"]) if t["config_loss"] <= s["target"]]
+        assert s["reached"] == bool(hits)
+        if hits:
+            assert hits == [len(s["trials"]) - 1] and s["trials_to_target"] == len(s["trials"])
+        else:
+            assert s["trials_to_target"] == s["n_trials"] + 1
+        upto = s["trials"][: s["trials_to_target"]]
+        assert s["steps_to_target"] == sum(t["train_steps"] + t["sweep_steps"] for t in upto)
+        narrowed = s["method"].startswith("LR(")
+        assert (s["sweep_steps"] > 0) == narrowed
+
+
+def test_table_study_reads_the_table_between_grid_points_and_counts_steps_to_target(
+    monkeypatch,
+):
+    # Linear in log10(rate) between grid points; a study's steps to target count training
+    # and sweep steps up to and including the first trial within 5% of the best.
+    monkeypatch.syspath_prepend(str(ROOT))
+    import math
+
+    import numpy as np
+
+    from studies.tables.run import fastai_minimum_div10, interp, summarise
+
+    grid = [1e-3, 1e-2, 1e-1]
+    assert interp(grid, [3.0, 1.0, 2.0], 10**-1.5) == pytest.approx(1.5)
+    assert interp(grid, [3.0, 1.0, 2.0], 1e-2) == pytest.approx(1.0)
+    assert interp(grid, [3.0, 1.0, 2.0], 1.0) == pytest.approx(2.0)  # clipped at the edge
+
+    # fastai's minimum/10: the smoothed loss falls from step 30, is lowest at step 59 (the
+    # last before it rises), and a non-finite loss at step 80 ends what is read.
+    lrs = list(np.logspace(-5, 1, 100))
+    losses = [1.0] * 30 + [0.0] * 30 + [5.0] * 20 + [math.nan] + [0.0] * 19
+    assert fastai_minimum_div10(lrs, losses) == pytest.approx(lrs[59] / 10)
+
+    def study(method, trials_to_target, reached=True):
+        return {
+            "task": "t",
+            "case": "two",
+            "method": method,
+            "seed": 0,
+            "n_trials": 10,
+            "reached": reached,
+            "trials_to_target": trials_to_target,
+            "steps_to_target": 100 * trials_to_target,
+            "sweep_steps_to_target": 0,
+            "sweep_steps": 0,
+            "trials": [{}] * trials_to_target,
+        }
+
+    studies = [study("TPE", 8), study("LR(TPE) band", 2)]
+    studies += [{**study("TPE", 4), "task": "u"}, {**study("LR(TPE) band", 8), "task": "u"}]
+    summary = summarise(studies, ["t", "u"], roles={"t": "design", "u": "held_out"})["two"]
+    assert summary["tasks"]["t"]["TPE"]["median_trials"] == 8
+    ratio = summary["ratios"]["LR(TPE) band"]  # 2/8 and 8/4: geometric mean sqrt(1/2)
+    assert ratio["trial_ratio_geomean"] == pytest.approx(math.sqrt(0.5))
+    assert ratio["tasks_later_than_base"] == 1
+    design = summary["by_role"]["design"]["ratios"]["LR(TPE) band"]
+    held_out = summary["by_role"]["held_out"]["ratios"]["LR(TPE) band"]
+    assert design["trial_ratio_geomean"] == pytest.approx(0.25)
+    assert held_out["trial_ratio_geomean"] == pytest.approx(2.0)
