@@ -88,7 +88,11 @@ def make_sampler(method: str, seed: int, sweep_every: int = 1) -> tuple[Any, boo
     }
     if method.startswith("LR(") and method.endswith(")"):
         inner = base[method[3:-1]]()
-        return LRRangeSampler(inner, start_lr=1e-7, end_lr=10.0, sweep_every=sweep_every), True
+        # The recorded results were measured with the band placement (the default then).
+        sampler = LRRangeSampler(
+            inner, start_lr=1e-7, end_lr=10.0, sweep_every=sweep_every, placement="band"
+        )
+        return sampler, True
     return base[method](), False
 
 

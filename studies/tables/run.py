@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 import functools
-import inspect
 import json
 import math
 import multiprocessing
@@ -73,13 +72,6 @@ def placement_of(method: str) -> str | None:
     return method.split(" ")[1] if method.startswith("LR(") else None
 
 
-def supports_placement() -> bool:
-    """Whether this checkout's ``LRRangeSampler`` takes ``placement=``."""
-    from optuna_lrrange import LRRangeSampler
-
-    return "placement" in inspect.signature(LRRangeSampler).parameters
-
-
 def make_sampler(method: str, seed: int) -> Any:
     import optuna
 
@@ -94,11 +86,7 @@ def make_sampler(method: str, seed: int) -> Any:
     placement = placement_of(method)
     if placement is None:
         return base
-    if supports_placement():
-        return LRRangeSampler(base, placement=placement)
-    if placement != "band":
-        raise ValueError(f"this LRRangeSampler has no `placement`; cannot run {method!r}.")
-    return LRRangeSampler(base)
+    return LRRangeSampler(base, placement=placement)
 
 
 # --------------------------------------------------------------------------- the table
@@ -699,9 +687,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         if unknown:
             parser.error(f"--methods must be among {list(METHODS)}; got unknown {unknown}")
         methods = [m for m in METHODS if m in args.methods.split(",")]
-    offset = supports_placement()
-    if not offset:
-        methods = [m for m in methods if placement_of(m) != "offset"]
     if args.quick:
         names = list(QUICK_TASKS) if not args.tasks else names
         methods = [m for m in methods if base_of(m) != "GP"]
@@ -798,11 +783,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "studies_run": len(todo),
         "studies_reused": len(jobs) - len(todo),
         "study_minutes_summed": sum(s["wall_seconds"] for s in studies) / 60,
-        "placement_note": (
-            "Both placements measured."
-            if offset
-            else "This checkout's sampler has no `placement` option: only `band` measured."
-        ),
+        "placement_note": "Both placements measured.",
     }
     studies.sort(
         key=lambda s: (names.index(s["task"]), s["case"], METHODS.index(s["method"]), s["seed"])
