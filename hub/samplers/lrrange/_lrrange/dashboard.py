@@ -105,8 +105,12 @@ def _artifact_metas(owner: Any, storage: Any) -> list[Any]:
     return _quiet(lambda: optuna.artifacts.get_all_artifact_meta(owner, storage=storage))
 
 
-def _uploaded(study: optuna.Study, frozen: FrozenTrial) -> dict[int, str]:
-    """``{sweep index: URL path}`` of the trial's plots already uploaded."""
+def _uploaded(study: optuna.Study, frozen: FrozenTrial, store: ArtifactStore) -> dict[int, str]:
+    """``{sweep index: URL path}`` of the trial's plots already uploaded.
+
+    A plot counts only if ``store`` holds it: Optuna 5.0 records an artifact's metadata
+    before it writes the file, so a failed upload leaves metadata that points at nothing.
+    """
     storage = study._storage
     study_path = f"/artifacts/{study._study_id}"
     sources = (
@@ -119,9 +123,18 @@ def _uploaded(study: optuna.Study, frozen: FrozenTrial) -> dict[int, str]:
             name = meta.filename
             if name.startswith(prefix) and name.endswith(".png"):
                 index = name[len(prefix) : -len(".png")]
-                if index.isdigit():
-                    out.setdefault(int(index), f"{path}/{meta.artifact_id}")
+                if index.isdigit() and int(index) not in out and _held(store, meta.artifact_id):
+                    out[int(index)] = f"{path}/{meta.artifact_id}"
     return out
+
+
+def _held(store: ArtifactStore, artifact_id: str) -> bool:
+    """Whether ``store`` can open the artifact ``artifact_id``."""
+    try:
+        store.open_reader(artifact_id).close()
+    except Exception:
+        return False
+    return True
 
 
 def _upload_plot(
@@ -219,7 +232,7 @@ def publish_trial(
     storage = study._storage
     trial_id = trial if isinstance(trial, int) else trial._trial_id
     frozen = storage.get_trial(trial_id)
-    plots = _uploaded(study, frozen)
+    plots = _uploaded(study, frozen, artifact_store)
     new = []
     for index in range(len(read_trial_records(frozen))):
         if index not in plots:
