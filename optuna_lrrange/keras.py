@@ -45,9 +45,15 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
 import numpy as np
 
 from optuna_lrrange._keras_state import _check_model, _innermost, preserved
-from optuna_lrrange.core import RULES, RangeTestConfig, Sweep, run_range_test
+from optuna_lrrange.core import RangeTestConfig, Sweep, run_range_test
 from optuna_lrrange.core._config import resolve_config
-from optuna_lrrange.reestimate import Reestimation, _decide, _record_sweep, _running_trial
+from optuna_lrrange.reestimate import (
+    Reestimation,
+    _check_rule_settings,
+    _decide,
+    _record_sweep,
+    _running_trial,
+)
 
 if int(keras.__version__.split(".")[0]) < 3:  # pragma: no cover - Keras 2 is not installed
     raise ImportError(
@@ -390,33 +396,16 @@ class LRReestimationCallback(keras.callbacks.Callback):  # type: ignore[misc]
         **config_options: Any,
     ) -> None:
         super().__init__()
-        for name, value in (("every_epochs", every_epochs), ("on_plateau", on_plateau)):
-            if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 1
-            ):
-                raise ValueError(f"`{name} >= 1` must hold, but got {name}={value!r}.")
-        if every_epochs is None and on_plateau is None:
-            raise ValueError("one of `every_epochs`, `on_plateau` must be set, but got neither.")
-        if not (isinstance(span, (int, float)) and math.isfinite(span) and span > 0):
-            raise ValueError(f"`span > 0` must hold, but got span={span!r}.")
-        if not plateau_threshold >= 0:
-            raise ValueError(f"`plateau_threshold >= 0` must hold, but got {plateau_threshold!r}.")
-        if max_change is not None and not (math.isfinite(max_change) and max_change > 1):
-            raise ValueError(f"`max_change > 1` must hold, but got max_change={max_change!r}.")
-        if method is not None and method not in RULES:
-            raise ValueError(
-                f"`method` must be one of {sorted(RULES)} or None, but got {method!r}."
-            )
-        if not isinstance(allow_increase, bool):
-            raise TypeError(
-                f"`allow_increase` must be a bool, but got {type(allow_increase).__name__}."
-            )
-        for key in ("start_lr", "end_lr", "config"):
-            if key in config_options:
-                raise ValueError(
-                    f"`{key}` is set from the current rate and `span`, but got {key}="
-                    f"{config_options[key]!r}."
-                )
+        _check_rule_settings(
+            {"every_epochs": every_epochs, "on_plateau": on_plateau},
+            span=span,
+            plateau_threshold=plateau_threshold,
+            max_change=max_change,
+            method=method,
+            allow_increase=allow_increase,
+            num_iter=num_iter,
+            config_options=config_options,
+        )
         if trial is not None:
             from optuna.trial import FixedTrial, Trial
 
@@ -425,8 +414,6 @@ class LRReestimationCallback(keras.callbacks.Callback):  # type: ignore[misc]
                     "`trial` must be an optuna Trial (or FixedTrial, which records nothing), "
                     f"but got {type(trial).__name__}."
                 )
-        # Validates num_iter and the config options now rather than at the first sweep.
-        RangeTestConfig(start_lr=1.0, end_lr=10.0, num_iter=num_iter, **config_options)
         _Batches(x, y, batch_size, shuffle)
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
         self.every_epochs = every_epochs

@@ -271,50 +271,16 @@ class LRReestimator:
         artifact_store: Any = None,
         **config_options: Any,
     ) -> None:
-        for name, value in (
-            ("every_epochs", every_epochs),
-            ("every_steps", every_steps),
-            ("on_plateau", on_plateau),
-        ):
-            if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 1
-            ):
-                raise ValueError(f"`{name} >= 1` must hold, but got {name}={value!r}.")
-        if every_epochs is None and every_steps is None and on_plateau is None:
-            raise ValueError(
-                "one of `every_epochs`, `every_steps`, `on_plateau` must be set, but got "
-                "none; with no trigger, call `reestimate()` yourself."
-            )
-        if not (_is_number(span) and math.isfinite(span) and span > 0):
-            raise ValueError(f"`span > 0` must hold, but got span={span!r}.")
-        if not (
-            _is_number(plateau_threshold)
-            and math.isfinite(plateau_threshold)
-            and plateau_threshold >= 0
-        ):
-            raise ValueError(
-                f"`plateau_threshold >= 0` must hold, but got "
-                f"plateau_threshold={plateau_threshold!r}."
-            )
-        if max_change is not None and not (
-            _is_number(max_change) and math.isfinite(max_change) and max_change > 1
-        ):
-            raise ValueError(f"`max_change > 1` must hold, but got max_change={max_change!r}.")
-        if method is not None and method not in RULES:
-            raise ValueError(
-                f"`method` must be one of {sorted(RULES)} or None, but got {method!r}."
-            )
-        if not isinstance(allow_increase, bool):
-            raise TypeError(
-                f"`allow_increase` must be a bool, but got {type(allow_increase).__name__} "
-                f"{allow_increase!r}."
-            )
-        for key in ("start_lr", "end_lr", "config"):
-            if key in config_options:
-                raise ValueError(
-                    f"`{key}` is set from the current rate and `span`, but got {key}="
-                    f"{config_options[key]!r}."
-                )
+        _check_rule_settings(
+            {"every_epochs": every_epochs, "every_steps": every_steps, "on_plateau": on_plateau},
+            span=span,
+            plateau_threshold=plateau_threshold,
+            max_change=max_change,
+            method=method,
+            allow_increase=allow_increase,
+            num_iter=num_iter,
+            config_options=config_options,
+        )
         if apply is None:
             apply = "scale_scheduler" if scheduler is not None else "set"
         if apply not in _APPLY:
@@ -345,8 +311,6 @@ class LRReestimator:
             from optuna_lrrange.dashboard import check_artifact_store
 
             check_artifact_store(artifact_store)
-        # Validates num_iter and the config options now rather than at the first sweep.
-        RangeTestConfig(start_lr=1.0, end_lr=10.0, num_iter=num_iter, **config_options)
 
         self.model = model
         self.optimizer = optimizer
@@ -531,6 +495,63 @@ def _trial_on_this_rank(trial: Any) -> Any:
 
         trial = trial_on_this_rank(trial)
     return trial if _is_live_trial(trial) else None
+
+
+def _check_rule_settings(
+    triggers: Mapping[str, int | None],
+    *,
+    span: Any,
+    plateau_threshold: Any,
+    max_change: Any,
+    method: Any,
+    allow_increase: Any,
+    num_iter: Any,
+    config_options: Mapping[str, Any],
+) -> None:
+    """Refuses, at construction, re-estimation settings that are out of range: the triggers
+    (at least one set), ``span``, ``plateau_threshold``, ``max_change``, ``method``,
+    ``allow_increase``, ``num_iter`` and the range-test settings. Shared by every framework's
+    re-estimation."""
+    for name, value in triggers.items():
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise ValueError(f"`{name} >= 1` must hold, but got {name}={value!r}.")
+    if all(value is None for value in triggers.values()):
+        names = ", ".join(f"`{name}`" for name in triggers)
+        raise ValueError(
+            f"one of {names} must be set, but got none; with no trigger, call "
+            "`reestimate()` yourself."
+        )
+    if not (_is_number(span) and math.isfinite(span) and span > 0):
+        raise ValueError(f"`span > 0` must hold, but got span={span!r}.")
+    if not (
+        _is_number(plateau_threshold)
+        and math.isfinite(plateau_threshold)
+        and plateau_threshold >= 0
+    ):
+        raise ValueError(
+            f"`plateau_threshold >= 0` must hold, but got plateau_threshold={plateau_threshold!r}."
+        )
+    if max_change is not None and not (
+        _is_number(max_change) and math.isfinite(max_change) and max_change > 1
+    ):
+        raise ValueError(f"`max_change > 1` must hold, but got max_change={max_change!r}.")
+    if method is not None and method not in RULES:
+        raise ValueError(f"`method` must be one of {sorted(RULES)} or None, but got {method!r}.")
+    if not isinstance(allow_increase, bool):
+        raise TypeError(
+            f"`allow_increase` must be a bool, but got {type(allow_increase).__name__} "
+            f"{allow_increase!r}."
+        )
+    for key in ("start_lr", "end_lr", "config"):
+        if key in config_options:
+            raise ValueError(
+                f"`{key}` is set from the current rate and `span`, but got {key}="
+                f"{config_options[key]!r}."
+            )
+    # Validates num_iter and the config options now rather than at the first sweep.
+    RangeTestConfig(start_lr=1.0, end_lr=10.0, num_iter=num_iter, **config_options)
 
 
 def _running_trial(trial: Any) -> Any:

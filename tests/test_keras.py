@@ -511,6 +511,11 @@ def test_callback_refuses_a_schedule_and_bad_settings_and_warns_on_a_missing_mon
         LRReestimationCallback(X, Y)
     with pytest.raises(ValueError, match="`span > 0`"):
         LRReestimationCallback(X, Y, every_epochs=1, span=0)
+    # The same checks as LRReestimator's: strings are refused with the invariant.
+    with pytest.raises(ValueError, match="but got plateau_threshold='a'"):
+        LRReestimationCallback(X, Y, on_plateau=1, plateau_threshold="a")
+    with pytest.raises(ValueError, match="`max_change > 1` must hold, but got max_change='2'"):
+        LRReestimationCallback(X, Y, every_epochs=1, max_change="2")
     with pytest.raises(ValueError, match="`start_lr` is set from the current rate"):
         LRReestimationCallback(X, Y, every_epochs=1, start_lr=1e-3)
     with pytest.raises(TypeError, match="`trial` must be an optuna Trial"):
