@@ -95,6 +95,29 @@ def test_dataframe_speed_study_small(tmp_path):
     assert "sweeps_dataframe" in out.read_text()
 
 
+def test_ddp_overhead_study_smoke(tmp_path):
+    # Two rounds on 2 gloo ranks: the ratios mean nothing, the tables must be there.
+    run_study(
+        "studies/ddp_overhead/run.py", "--tasks", "mlp", "--rounds", "2", "--warmup", "0",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert set(result["tasks"]) == {"mlp"}
+    assert {"ddp", "single"} <= set(result["tasks"]["mlp"]["ratios"]["wall"])
+    assert "2 ranks, DDP" in (tmp_path / "results.md").read_text()
+
+
+def test_keras_overhead_study_smoke(tmp_path):
+    # A sweep and the same number of plain train_on_batch steps, two rounds.
+    run_study(
+        "studies/overhead/run_keras.py", "--tasks", "mlp", "--rounds", "2", "--warmup", "0",
+        "--out", str(tmp_path),
+    )  # fmt: skip
+    result = json.loads((tmp_path / "results_keras.json").read_text())
+    assert result["tasks"]["mlp"]["steps"] == {"plain": [100], "optuna_lrrange": [100]}
+    assert "| mlp |" in (tmp_path / "results_keras.md").read_text()
+
+
 def test_head_to_head_target_counts_reference_studies_and_censors_at_n_plus_one(monkeypatch):
     # The long run's target also counts the main run's studies: a better loss found only
     # there tightens it; a study that never reaches the target counts as n + 1 trials.
