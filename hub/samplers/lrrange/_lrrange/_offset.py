@@ -358,4 +358,6 @@ def place_rate(
     storage.set_trial_user_attr(trial_id, "lrrange:band_used", band_used)
     storage.set_trial_user_attr(trial_id, "lrrange:source", source)
     storage.set_trial_user_attr(trial_id, "lrrange:reason", reason)
+    if record is not None:
+        sampler._publish(study, trial_id)
     return value
