@@ -319,6 +319,8 @@ class LRRangeSampler(BaseSampler):
             )
         if placement not in PLACEMENTS:
             raise ValueError(f"`placement` must be one of {PLACEMENTS}, but got {placement!r}.")
+        if placement == "offset":
+            _offset.check_grid(base_sampler, param_name)
         self._base_sampler = base_sampler
         self._placement = placement
         self._narrow_sweeps = bool(narrow_sweeps)

@@ -453,6 +453,29 @@ def test_sweep_every_reuses_the_newest_anchor(tmp_path: Path) -> None:
         record_agrees_with_the_rate(t)
 
 
+def test_a_grid_sampler_must_grid_the_offset_and_then_its_points_are_used(
+    tmp_path: Path,
+) -> None:
+    for grid in ({"lr": [1e-3]}, {"x": [0.0]}, {OFFSET: [0.0], "lr": [1e-3]}):
+        with pytest.raises(ValueError, match=r"grid must hold `lr:offset` and not `lr`.*over \["):
+            offset_sampler(optuna.samplers.GridSampler(grid))
+    offsets = [-1.0, -0.5, 0.0]
+    study = optuna.create_study(
+        sampler=offset_sampler(optuna.samplers.GridSampler({OFFSET: offsets}, seed=0)),
+        storage=storage(tmp_path),
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=Toy(100.0).sweep)
+        return trial.suggest_float("lr", LOW, HIGH, log=True)
+
+    study.optimize(objective, n_trials=5)  # the grid stops the study once it is done
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert sorted(t.params[OFFSET] for t in study.trials) == offsets
+    for t in study.trials:
+        record_agrees_with_the_rate(t)
+
+
 def test_the_placement_is_checked_and_band_stays_the_default() -> None:
     with pytest.raises(ValueError, match="`placement` must be one of"):
         ol.LRRangeSampler(placement="middle")

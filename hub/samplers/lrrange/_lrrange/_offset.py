@@ -31,6 +31,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.samplers import BaseSampler, GridSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -79,6 +80,28 @@ def forget(key: tuple[int, int]) -> None:
 def _take_wanted(key: tuple[int, int]) -> float | None:
     with _wanted_lock:
         return _wanted.pop(key, None)
+
+
+def check_grid(base_sampler: BaseSampler | None, param_name: str) -> None:
+    """Refuses a ``GridSampler`` that grids the rate instead of its offset.
+
+    With the offset placement the rate never reaches the base sampler: a grid must hold
+    the offset (then each grid point is an offset from the trial's anchor), and a grid
+    value of the rate would go unused. Without this check every trial fails in
+    ``attach`` with ``GridSampler``'s own message about a parameter the objective never
+    named.
+    """
+    grid = getattr(base_sampler, "_search_space", None)
+    if not isinstance(base_sampler, GridSampler) or not isinstance(grid, dict):
+        return
+    name = offset_name(param_name)
+    if name not in grid or param_name in grid:
+        raise ValueError(
+            f"With LRRangeSampler(placement='offset'), a GridSampler's grid must hold `{name}` "
+            f"and not `{param_name}` (the rate is the sweep's anchor x 10**offset, the offset "
+            f"in decades within {_placement.OFFSET_RANGE}), but got a grid over "
+            f"{sorted(grid)}: grid `{name}` instead, or use placement='band'."
+        )
 
 
 # ------------------------------------------------------------------ what the study has seen
