@@ -34,7 +34,7 @@ from optuna.samplers import BaseSampler, GridSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_lrrange._records import write_sweep
+from optuna_lrrange._records import get_sweeps, write_sweep
 from optuna_lrrange.core import _placement
 
 if TYPE_CHECKING:
@@ -115,6 +115,18 @@ def own_anchors(study: Study, exclude: int | None = None) -> list[float]:
         if own and a is not None and t._trial_id != exclude:
             out.append(float(a))
     return out
+
+
+def swept_itself(t: FrozenTrial) -> bool:
+    """Whether ``t`` recorded a sweep of its own, whether or not it gave an anchor.
+
+    ``lrrange:source`` is ``None`` on a trial whose sweep gave no anchor, but the sweep
+    ran: ``sweep_every`` counts it, as the band placement counts a sweep without a band.
+    """
+    return any(
+        s.info.get("kind") == "trial" and s.info.get("trial_number") == t.number
+        for s in get_sweeps(t)
+    )
 
 
 def _loss(study: Study, t: FrozenTrial) -> float:
@@ -306,7 +318,8 @@ def place_rate(
         if reusable is not None:
             reused = reusable[0]
             raw = reused.user_attrs.get(ANCHOR_KEY)
-            a = None if raw is None else float(raw)
+            own = reused.user_attrs.get("lrrange:source") == reused.number
+            a = float(raw) if own and raw is not None else None  # not a borrowed median
             source = reused.number if a is not None else None
             reason = None if a is not None else f"{NO_ANCHOR}: trial {reused.number}'s sweep"
         else:

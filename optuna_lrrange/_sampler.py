@@ -572,7 +572,8 @@ class LRRangeSampler(BaseSampler):
         for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
             if not trial.number - self._sweep_every < t.number < trial.number:
                 continue
-            if t.user_attrs.get(SOURCE_KEY) != t.number:
+            own = t.user_attrs.get(SOURCE_KEY) == t.number
+            if not own and not (self._placement == "offset" and _offset.swept_itself(t)):
                 continue
             if any(t.params.get(n) != trial.params.get(n) for n in names):
                 continue

@@ -453,6 +453,32 @@ def test_sweep_every_reuses_the_newest_anchor(tmp_path: Path) -> None:
         record_agrees_with_the_rate(t)
 
 
+def test_sweep_every_counts_a_sweep_that_gave_no_anchor(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def sweep_fn(trial: optuna.Trial) -> Callable[[RangeTestConfig], Sweep]:
+        def sweep(config: RangeTestConfig) -> Sweep:
+            calls.append(trial.number)
+            if trial.number == 0:
+                return Toy(100.0).sweep(config)
+            return run_range_test(lambda lr: 1.0, config)  # never descends: no anchor
+
+        return sweep
+
+    study = optuna.create_study(
+        sampler=offset_sampler(TPESampler(seed=0), sweep_every=2), storage=storage(tmp_path)
+    )
+    study.optimize(objective_for(sweep_fn), n_trials=4)
+    assert calls == [0, 2]  # trial 3 reuses trial 2's sweep, which ran but gave no anchor
+    attrs = [t.user_attrs for t in study.trials]
+    assert [a["lrrange:source"] for a in attrs] == [0, 0, None, None]
+    assert [a["lrrange:anchor"] for a in attrs] == [anchor_of(100.0)] * 4  # 2, 3: the median
+    assert attrs[2]["lrrange:reason"].startswith("no_anchor: no_band: never_descends; placed")
+    assert attrs[3]["lrrange:reason"].startswith("no_anchor: trial 2's sweep; placed from")
+    for t in study.trials:
+        record_agrees_with_the_rate(t)
+
+
 def test_a_grid_sampler_must_grid_the_offset_and_then_its_points_are_used(
     tmp_path: Path,
 ) -> None:
