@@ -563,7 +563,11 @@ class LRRangeSampler(BaseSampler):
         if self._sweep_every == 1:
             return None
         if self._resweep_on_params is True:
-            names: tuple[str, ...] = tuple(n for n in trial.params if n != self._param_name)
+            # The offset is the rate's own coordinate, not another parameter.
+            rate = (self._param_name,)
+            if self._placement == "offset":
+                rate += (_offset.offset_name(self._param_name),)
+            names: tuple[str, ...] = tuple(n for n in trial.params if n not in rate)
         elif self._resweep_on_params is False:
             names = ()
         else:

@@ -479,6 +479,24 @@ def test_sweep_every_counts_a_sweep_that_gave_no_anchor(tmp_path: Path) -> None:
         record_agrees_with_the_rate(t)
 
 
+def test_resweep_on_params_true_does_not_compare_the_offset(tmp_path: Path) -> None:
+    def objective(trial: optuna.Trial) -> float:
+        width = trial.suggest_int("width", 1, 2)
+        ol.attach(trial, sweep_fn=Toy(10.0**width).sweep)
+        return trial.suggest_float("lr", LOW, HIGH, log=True)
+
+    sampler = offset_sampler(TPESampler(seed=0), sweep_every=10, resweep_on_params=True)
+    study = optuna.create_study(sampler=sampler, storage=storage(tmp_path))
+    for width in (1, 1, 2, 1, 2):
+        study.enqueue_trial({"width": width})
+    study.optimize(objective, n_trials=5)
+    assert len({t.params[OFFSET] for t in study.trials}) == 5  # the offsets all differ
+    assert [t.user_attrs["lrrange:source"] for t in study.trials] == [0, 0, 2, 0, 2]
+    for t in study.trials:
+        assert t.user_attrs["lrrange:anchor"] == anchor_of(10.0 ** t.params["width"])
+        record_agrees_with_the_rate(t)
+
+
 def test_a_grid_sampler_must_grid_the_offset_and_then_its_points_are_used(
     tmp_path: Path,
 ) -> None:
