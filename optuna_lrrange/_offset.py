@@ -30,10 +30,11 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.samplers import BaseSampler, GridSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from optuna_lrrange._records import write_sweep
+from optuna_lrrange._records import get_sweeps, write_sweep
 from optuna_lrrange.core import _placement
 
 if TYPE_CHECKING:
@@ -80,6 +81,28 @@ def _take_wanted(key: tuple[int, int]) -> float | None:
         return _wanted.pop(key, None)
 
 
+def check_grid(base_sampler: BaseSampler | None, param_name: str) -> None:
+    """Refuses a ``GridSampler`` that grids the rate instead of its offset.
+
+    With the offset placement the rate never reaches the base sampler: a grid must hold
+    the offset (then each grid point is an offset from the trial's anchor), and a grid
+    value of the rate would go unused. Without this check every trial fails in
+    ``attach`` with ``GridSampler``'s own message about a parameter the objective never
+    named.
+    """
+    grid = getattr(base_sampler, "_search_space", None)
+    if not isinstance(base_sampler, GridSampler) or not isinstance(grid, dict):
+        return
+    name = offset_name(param_name)
+    if name not in grid or param_name in grid:
+        raise ValueError(
+            f"With LRRangeSampler(placement='offset'), a GridSampler's grid must hold `{name}` "
+            f"and not `{param_name}` (the rate is the sweep's anchor x 10**offset, the offset "
+            f"in decades within {_placement.OFFSET_RANGE}), but got a grid over "
+            f"{sorted(grid)}: grid `{name}` instead, or use placement='band'."
+        )
+
+
 # ------------------------------------------------------------------ what the study has seen
 
 
@@ -92,6 +115,18 @@ def own_anchors(study: Study, exclude: int | None = None) -> list[float]:
         if own and a is not None and t._trial_id != exclude:
             out.append(float(a))
     return out
+
+
+def swept_itself(t: FrozenTrial) -> bool:
+    """Whether ``t`` recorded a sweep of its own, whether or not it gave an anchor.
+
+    ``lrrange:source`` is ``None`` on a trial whose sweep gave no anchor, but the sweep
+    ran: ``sweep_every`` counts it, as the band placement counts a sweep without a band.
+    """
+    return any(
+        s.info.get("kind") == "trial" and s.info.get("trial_number") == t.number
+        for s in get_sweeps(t)
+    )
 
 
 def _loss(study: Study, t: FrozenTrial) -> float:
@@ -283,7 +318,8 @@ def place_rate(
         if reusable is not None:
             reused = reusable[0]
             raw = reused.user_attrs.get(ANCHOR_KEY)
-            a = None if raw is None else float(raw)
+            own = reused.user_attrs.get("lrrange:source") == reused.number
+            a = float(raw) if own and raw is not None else None  # not a borrowed median
             source = reused.number if a is not None else None
             reason = None if a is not None else f"{NO_ANCHOR}: trial {reused.number}'s sweep"
         else:
@@ -357,4 +393,6 @@ def place_rate(
     storage.set_trial_user_attr(trial_id, "lrrange:band_used", band_used)
     storage.set_trial_user_attr(trial_id, "lrrange:source", source)
     storage.set_trial_user_attr(trial_id, "lrrange:reason", reason)
+    if record is not None:
+        sampler._publish(study, trial_id)
     return value

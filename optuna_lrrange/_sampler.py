@@ -319,6 +319,8 @@ class LRRangeSampler(BaseSampler):
             )
         if placement not in PLACEMENTS:
             raise ValueError(f"`placement` must be one of {PLACEMENTS}, but got {placement!r}.")
+        if placement == "offset":
+            _offset.check_grid(base_sampler, param_name)
         self._base_sampler = base_sampler
         self._placement = placement
         self._narrow_sweeps = bool(narrow_sweeps)
@@ -561,7 +563,11 @@ class LRRangeSampler(BaseSampler):
         if self._sweep_every == 1:
             return None
         if self._resweep_on_params is True:
-            names: tuple[str, ...] = tuple(n for n in trial.params if n != self._param_name)
+            # The offset is the rate's own coordinate, not another parameter.
+            rate = (self._param_name,)
+            if self._placement == "offset":
+                rate += (_offset.offset_name(self._param_name),)
+            names: tuple[str, ...] = tuple(n for n in trial.params if n not in rate)
         elif self._resweep_on_params is False:
             names = ()
         else:
@@ -570,7 +576,8 @@ class LRRangeSampler(BaseSampler):
         for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
             if not trial.number - self._sweep_every < t.number < trial.number:
                 continue
-            if t.user_attrs.get(SOURCE_KEY) != t.number:
+            own = t.user_attrs.get(SOURCE_KEY) == t.number
+            if not own and not (self._placement == "offset" and _offset.swept_itself(t)):
                 continue
             if any(t.params.get(n) != trial.params.get(n) for n in names):
                 continue

@@ -42,7 +42,12 @@ def data() -> list[tuple[torch.Tensor, torch.Tensor]]:
 
 
 def run_study(
-    storage: str, *, artifact_store: Any = None, n_trials: int = 2, reestimate: bool = False
+    storage: str,
+    *,
+    artifact_store: Any = None,
+    n_trials: int = 2,
+    reestimate: bool = False,
+    placement: str = "band",
 ) -> optuna.Study:
     """A real study: a small MLP, LRRangeSampler over TPE, optionally re-estimating once."""
     loader = data()
@@ -52,6 +57,7 @@ def run_study(
         end_lr=10.0,
         num_iter=30,
         artifact_store=artifact_store,
+        placement=placement,
     )
     study = optuna.create_study(study_name="s", storage=storage, sampler=sampler)
 
@@ -114,6 +120,27 @@ def test_the_sampler_uploads_each_sweep_plot_and_writes_the_note(tmp_path: Path)
         assert note.startswith(NOTE_HEADING)
         assert f"- band: [{band[0]:.3g}, {band[1]:.3g}]" in note
         assert f"- suggestion: {trial.user_attrs['lrrange:suggestion']:.3g} " in note
+        assert f"- rate used: {trial.params['lr']:.3g}" in note
+        url = f"/artifacts/{study._study_id}/{trial._trial_id}/{artifacts['lrrange-sweep-0.png']}"
+        assert f"![sweep 0]({url})" in note
+        assert trial.user_attrs.get(ERROR_KEY) is None
+
+
+def test_the_offset_placement_uploads_each_sweep_plot_and_writes_the_note(
+    tmp_path: Path,
+) -> None:
+    store = FileSystemArtifactStore(str(tmp_path))
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    study = run_study(url, artifact_store=store, placement="offset")
+    for trial in study.trials:
+        assert trial.user_attrs["lrrange:placement"] == "offset"
+        assert trial.user_attrs["lrrange:source"] == trial.number  # its own sweep
+        artifacts = artifacts_of(study, trial)
+        assert list(artifacts) == ["lrrange-sweep-0.png"]
+        with store.open_reader(artifacts["lrrange-sweep-0.png"]) as f:
+            assert f.read(8) == PNG
+        note = note_of(study, trial)
+        assert note.startswith(NOTE_HEADING)
         assert f"- rate used: {trial.params['lr']:.3g}" in note
         url = f"/artifacts/{study._study_id}/{trial._trial_id}/{artifacts['lrrange-sweep-0.png']}"
         assert f"![sweep 0]({url})" in note

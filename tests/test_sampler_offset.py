@@ -453,6 +453,73 @@ def test_sweep_every_reuses_the_newest_anchor(tmp_path: Path) -> None:
         record_agrees_with_the_rate(t)
 
 
+def test_sweep_every_counts_a_sweep_that_gave_no_anchor(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def sweep_fn(trial: optuna.Trial) -> Callable[[RangeTestConfig], Sweep]:
+        def sweep(config: RangeTestConfig) -> Sweep:
+            calls.append(trial.number)
+            if trial.number == 0:
+                return Toy(100.0).sweep(config)
+            return run_range_test(lambda lr: 1.0, config)  # never descends: no anchor
+
+        return sweep
+
+    study = optuna.create_study(
+        sampler=offset_sampler(TPESampler(seed=0), sweep_every=2), storage=storage(tmp_path)
+    )
+    study.optimize(objective_for(sweep_fn), n_trials=4)
+    assert calls == [0, 2]  # trial 3 reuses trial 2's sweep, which ran but gave no anchor
+    attrs = [t.user_attrs for t in study.trials]
+    assert [a["lrrange:source"] for a in attrs] == [0, 0, None, None]
+    assert [a["lrrange:anchor"] for a in attrs] == [anchor_of(100.0)] * 4  # 2, 3: the median
+    assert attrs[2]["lrrange:reason"].startswith("no_anchor: no_band: never_descends; placed")
+    assert attrs[3]["lrrange:reason"].startswith("no_anchor: trial 2's sweep; placed from")
+    for t in study.trials:
+        record_agrees_with_the_rate(t)
+
+
+def test_resweep_on_params_true_does_not_compare_the_offset(tmp_path: Path) -> None:
+    def objective(trial: optuna.Trial) -> float:
+        width = trial.suggest_int("width", 1, 2)
+        ol.attach(trial, sweep_fn=Toy(10.0**width).sweep)
+        return trial.suggest_float("lr", LOW, HIGH, log=True)
+
+    sampler = offset_sampler(TPESampler(seed=0), sweep_every=10, resweep_on_params=True)
+    study = optuna.create_study(sampler=sampler, storage=storage(tmp_path))
+    for width in (1, 1, 2, 1, 2):
+        study.enqueue_trial({"width": width})
+    study.optimize(objective, n_trials=5)
+    assert len({t.params[OFFSET] for t in study.trials}) == 5  # the offsets all differ
+    assert [t.user_attrs["lrrange:source"] for t in study.trials] == [0, 0, 2, 0, 2]
+    for t in study.trials:
+        assert t.user_attrs["lrrange:anchor"] == anchor_of(10.0 ** t.params["width"])
+        record_agrees_with_the_rate(t)
+
+
+def test_a_grid_sampler_must_grid_the_offset_and_then_its_points_are_used(
+    tmp_path: Path,
+) -> None:
+    for grid in ({"lr": [1e-3]}, {"x": [0.0]}, {OFFSET: [0.0], "lr": [1e-3]}):
+        with pytest.raises(ValueError, match=r"grid must hold `lr:offset` and not `lr`.*over \["):
+            offset_sampler(optuna.samplers.GridSampler(grid))
+    offsets = [-1.0, -0.5, 0.0]
+    study = optuna.create_study(
+        sampler=offset_sampler(optuna.samplers.GridSampler({OFFSET: offsets}, seed=0)),
+        storage=storage(tmp_path),
+    )
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=Toy(100.0).sweep)
+        return trial.suggest_float("lr", LOW, HIGH, log=True)
+
+    study.optimize(objective, n_trials=5)  # the grid stops the study once it is done
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    assert sorted(t.params[OFFSET] for t in study.trials) == offsets
+    for t in study.trials:
+        record_agrees_with_the_rate(t)
+
+
 def test_the_placement_is_checked_and_band_stays_the_default() -> None:
     with pytest.raises(ValueError, match="`placement` must be one of"):
         ol.LRRangeSampler(placement="middle")
