@@ -564,9 +564,9 @@ class LRRangeSampler(BaseSampler):
             return None
         if self._resweep_on_params is True:
             # The offset is the rate's own coordinate, not another parameter.
-            rate = (self._param_name,)
+            rate = {self._param_name}
             if self._placement == "offset":
-                rate += (_offset.offset_name(self._param_name),)
+                rate.add(_offset.offset_name(self._param_name))
             names: tuple[str, ...] = tuple(n for n in trial.params if n not in rate)
         elif self._resweep_on_params is False:
             names = ()
