@@ -10,6 +10,7 @@ sweep's losses and the rate chosen) and the rate its optimizer trained at in eac
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from pathlib import Path
@@ -91,6 +92,7 @@ def main() -> None:
         "epoch_lrs": module.epoch_lrs,
     }
     (out / f"lightning-{rank}.json").write_text(json.dumps(report))
+    gc.collect()  # DDP models in reference cycles go while the group exists, not at exit
     dist.destroy_process_group()
 
 

@@ -114,6 +114,7 @@ def worker(rank: int, rounds: int, store: str, out: dict) -> None:
             v: [a + b for a, b in zip(*(g[0][v] for g in gathered), strict=True)] for v in VARIANTS
         }
         out.update(wall=wall, cpu=both, tight=[g[1] for g in gathered])
+    gc.collect()  # DDP models in reference cycles go while the group exists, not at exit
     dist.destroy_process_group()
 
 

@@ -153,6 +153,10 @@ def worker(rank: int, tasks: list[str], rounds: int, warmup: int, store: str, ou
         raw[task] = {"wall": times, "cpu": cpu_times, "losses": losses}
     if rank == 0:
         Path(out).write_text(json.dumps(raw))
+    # DDP models left in reference cycles must go while the group exists: freed at exit,
+    # after destroy_process_group, they abort the process ("terminate called without an
+    # active exception") in about half the runs on this machine.
+    gc.collect()
     dist.barrier()
     dist.destroy_process_group()
 
