@@ -238,6 +238,19 @@ def place(anchor, offset, low, high):
     return rate
 
 
+def in_reach(anchor, low, high, prior=(-1.15, 0.35)):
+    """The anchor, or where it moves when the prior's offsets from it all miss [low, high]:
+    the prior against the nearer edge, or centred on a range narrower than the prior."""
+    prior_low, prior_high = anchor * 10 ** prior[0], anchor * 10 ** prior[1]
+    if prior_high >= low and prior_low <= high:
+        return anchor
+    if math.log10(high / low) < prior[1] - prior[0]:
+        return math.sqrt(low * high) / 10 ** ((prior[0] + prior[1]) / 2)
+    if prior_low > high:
+        return high / 10 ** prior[1]
+    return low / 10 ** prior[0]
+
+
 def median_anchor(anchors):
     """The median of the anchors in log space, None when there are none."""
     if not anchors:

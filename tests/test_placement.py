@@ -62,6 +62,37 @@ def test_place_rejects_bad_input():
         pl.place(1e-2, 0.0, 1.0, 1e-3)
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    anchor=st.floats(1e-9, 1e3),
+    bounds=st.tuples(st.floats(1e-7, 1.0), st.floats(1e-7, 10.0)).map(sorted),
+)
+def test_in_reach_matches_the_reference(anchor, bounds):
+    low, high = bounds
+    got = pl.in_reach(anchor, low, high)
+    assert close(got, ref.in_reach(anchor, low, high))
+    lo, hi = pl.PRIOR_OFFSETS
+    prior = (got * 10**lo, got * 10**hi)
+    if prior[1] >= low * (1 - 1e-9) and prior[0] <= high * (1 + 1e-9):
+        return
+    pytest.fail(f"the prior from {got} misses [{low}, {high}]")
+
+
+def test_in_reach_moves_only_an_anchor_whose_prior_misses_the_range():
+    # A drop point at 0.3, rates asked in [1e-5, 1e-2]: every prior draw would clip to 0.01.
+    moved = pl.in_reach(0.3, 1e-5, 1e-2)
+    assert math.isclose(moved, 1e-2 / 10**0.35)
+    assert math.isclose(pl.in_reach(1e-9, 1e-5, 1e-2), 1e-5 * 10**1.15)
+    # One prior draw still lands inside: the anchor stays, and its offsets keep their meaning.
+    assert pl.in_reach(0.1, 1e-5, 1e-2) == 0.1
+    assert pl.in_reach(1e-2, 1e-5, 1e-2) == 1e-2
+    # A range narrower than the prior: the prior's middle at the range's middle.
+    centred = pl.in_reach(10.0, 1e-3, 1e-2)
+    assert math.isclose(math.log10(centred) - 0.4, -2.5)
+    with pytest.raises(ValueError, match="must hold"):
+        pl.in_reach(0.0, 1e-3, 1.0)
+
+
 @settings(max_examples=200, deadline=None)
 @given(anchors=st.lists(st.floats(1e-7, 10.0), max_size=12))
 def test_median_anchor_matches_the_reference(anchors):

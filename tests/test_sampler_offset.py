@@ -433,6 +433,41 @@ def test_a_rate_outside_the_range_is_clipped_and_says_so(tmp_path: Path) -> None
     assert 0 < clipped < 8
 
 
+def test_an_anchor_beyond_reach_of_the_range_is_moved_and_says_so(tmp_path: Path) -> None:
+    # The drop point lies near 1e-3; the objective asks for rates in [1e-8, 1e-6]. Placed
+    # from the drop point, every draw of the prior would clip to 1e-6 and the rate could
+    # not be tuned; the anchor moves down until the prior fits under 1e-6.
+    anchor = anchor_of(100.0)
+    low, high = 1e-8, 1e-6
+    assert anchor * 10 ** _placement.PRIOR_OFFSETS[0] > 10 * high
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=Toy(100.0).sweep)
+        return math.log10(trial.suggest_float("lr", low, high, log=True))
+
+    study = optuna.create_study(
+        sampler=offset_sampler(RandomSampler(seed=0)), storage=storage(tmp_path)
+    )
+    study.optimize(objective, n_trials=6)
+    moved = high / 10 ** _placement.PRIOR_OFFSETS[1]
+    rates = set()
+    for t in study.trials:
+        attrs = t.user_attrs
+        assert attrs["lrrange:source"] == t.number
+        assert math.isclose(attrs["lrrange:anchor"], moved)
+        assert attrs["lrrange:reason"].startswith("anchor_moved")
+        placed = _placement.place(attrs["lrrange:anchor"], attrs["lrrange:offset"], low, high)
+        assert t.params["lr"] == placed
+        (sweep,) = ol.get_sweeps(t)
+        assert sweep.info["anchor"] == attrs["lrrange:anchor"]
+        assert sweep.info["reason"] == attrs["lrrange:reason"]
+        rates.add(t.params["lr"])
+    assert len(rates) == 6  # tuned, not pinned to the edge
+    # Moved anchors are not drop points: later sweeps are not narrowed around them.
+    assert not any(s.info["narrowed"] for t in study.trials for s in ol.get_sweeps(t))
+    assert ol.sweeps_summary(study)["anchor"].notna().all()
+
+
 def test_sweep_every_reuses_the_newest_anchor(tmp_path: Path) -> None:
     models: list[Toy] = []
 

@@ -69,6 +69,33 @@ def place(anchor: float, offset: float, low: float, high: float) -> float:
     return float(min(max(anchor * 10.0**offset, low), high))
 
 
+def in_reach(
+    anchor: float, low: float, high: float, prior: tuple[float, float] = PRIOR_OFFSETS
+) -> float:
+    """The anchor to place from: ``anchor``, unless every offset of ``prior`` from it
+    lands outside ``[low, high]``.
+
+    Such an anchor (a drop point far above or below the objective's range) would clip
+    every draw to the same edge, and the trial's rate could not be tuned. As the band
+    placement moves a band that misses the range against the nearer edge, the anchor is
+    then moved until ``prior`` just fits inside the range at that edge; where the range
+    is narrower than ``prior``, until their middles meet (in decades).
+    """
+    if not (0 < low <= high and anchor > 0):
+        raise ValueError(
+            "`0 < low <= high` and `anchor > 0` must hold, but got "
+            f"(anchor={anchor!r}, low={low!r}, high={high!r})."
+        )
+    a, lo, hi = math.log10(anchor), math.log10(low), math.log10(high)
+    if lo <= a + prior[1] and a + prior[0] <= hi:
+        return float(anchor)
+    if hi - lo < prior[1] - prior[0]:
+        return float(10.0 ** ((lo + hi) / 2 - (prior[0] + prior[1]) / 2))
+    if a + prior[0] > hi:
+        return float(10.0 ** (hi - prior[1]))
+    return float(10.0 ** (lo - prior[0]))
+
+
 def reachable(
     anchor: float, low: float, high: float, offsets: tuple[float, float] = OFFSET_RANGE
 ) -> tuple[float, float]:

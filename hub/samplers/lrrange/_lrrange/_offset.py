@@ -53,6 +53,7 @@ CAP_KEY = "lrrange:cap"
 #: Reasons recorded in ``lrrange:reason`` by the offset placement.
 NO_ANCHOR = "no_anchor"
 CLIPPED = "clipped"
+ANCHOR_MOVED = "anchor_moved"
 
 #: The offset's distribution, identical in every trial.
 OFFSET_DISTRIBUTION = FloatDistribution(*_placement.OFFSET_RANGE)
@@ -108,12 +109,15 @@ def check_grid(base_sampler: BaseSampler | None, param_name: str) -> None:
 
 
 def own_anchors(study: Study, exclude: int | None = None) -> list[float]:
-    """The anchors of the trials whose own sweep gave one (``lrrange:source`` is itself)."""
+    """The anchors of the trials whose own sweep gave one (``lrrange:source`` is itself),
+    as the sweeps gave them: an anchor moved into the trial's range is left out."""
     out = []
     for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
         a = t.user_attrs.get(ANCHOR_KEY)
         own = t.user_attrs.get("lrrange:source") == t.number
-        if own and a is not None and t._trial_id != exclude:
+        reason = t.user_attrs.get("lrrange:reason")
+        moved = isinstance(reason, str) and ANCHOR_MOVED in reason
+        if own and a is not None and not moved and t._trial_id != exclude:
             out.append(float(a))
     return out
 
@@ -361,6 +365,14 @@ def place_rate(
         band_used = [low, high]
         used_offset = None
     else:
+        moved = _placement.in_reach(a, low, high)
+        if moved != a:
+            note = (
+                f"{ANCHOR_MOVED}: every offset of the prior from the anchor {_fmt(a)} lands "
+                f"outside [{_fmt(low)}, {_fmt(high)}]; placed from {_fmt(moved)}"
+            )
+            reason = note if reason is None else f"{reason}; {note}"
+            a = moved
         value = _placement.place(a, float(offset), low, high)
         band_used = list(_placement.reachable(a, low, high))
         used_offset = float(offset)
