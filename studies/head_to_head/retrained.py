@@ -56,15 +56,15 @@ def incumbents(values: Sequence[float | None], checkpoints: Sequence[int]) -> di
 
 
 def run_one(
-    job: tuple[str, str, int, list[float | None], tuple[int, ...], tuple[int, ...]],
+    job: tuple[str, str, int, list[float | None], tuple[int, ...], tuple[int, ...], str],
 ) -> dict[str, Any]:
     """Replays one study, then retrains its incumbents under the fresh seeds."""
     from studies.head_to_head.noise import retrain
 
-    task_name, method, seed, recorded, checkpoints, fresh = job
+    task_name, method, seed, recorded, checkpoints, fresh, placement = job
     at = incumbents(recorded, checkpoints)
     last = max(at.values())
-    trials = run_study((task_name, method, seed, last + 1))["trials"]
+    trials = run_study((task_name, method, seed, last + 1, placement))["trials"]
     replayed = [t["value"] for t in trials]
     if replayed != recorded[: last + 1]:
         first = next(i for i, (x, y) in enumerate(zip(replayed, recorded, strict=False)) if x != y)
@@ -87,6 +87,7 @@ def run_one(
         "task": task_name,
         "method": method,
         "seed": seed,
+        "placement": placement,
         "incumbent_at": {str(n): i for n, i in at.items()},
         "configs": {str(i): c for i, c in configs.items()},
     }
@@ -244,7 +245,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         for r in read_studies(cache):
             done[(r["task"], r["method"], r["seed"])] = r
     jobs = [
-        (s["task"], s["method"], s["seed"], [t["value"] for t in s["trials"]], checkpoints, fresh)
+        (
+            s["task"],
+            s["method"],
+            s["seed"],
+            [t["value"] for t in s["trials"]],
+            checkpoints,
+            fresh,
+            s.get("placement", "band"),
+        )
         for s in long_run
         if s["method"] in METHODS
         and s["seed"] in seeds
@@ -268,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = {
         "command": "python -m studies.head_to_head.retrained"
         + (" --quick" if args.quick else "")
+        + (f" --results {args.results}" if args.results != HERE / "results" else "")
         + (f" --jobs {args.jobs}" if args.jobs > 1 else ""),
         "checkpoints": list(checkpoints),
         "fresh": list(fresh),

@@ -75,8 +75,10 @@ def _quiet() -> None:
     logging.getLogger("optuna.lrrange").setLevel(logging.ERROR)
 
 
-def make_sampler(method: str, seed: int, sweep_every: int = 1) -> tuple[Any, bool]:
-    """``(sampler, narrowed)`` for a method name."""
+def make_sampler(
+    method: str, seed: int, sweep_every: int = 1, placement: str = "band"
+) -> tuple[Any, bool]:
+    """``(sampler, narrowed)`` for a method name; ``placement`` is the LR methods'."""
     import optuna
 
     from optuna_lrrange import LRRangeSampler
@@ -88,9 +90,10 @@ def make_sampler(method: str, seed: int, sweep_every: int = 1) -> tuple[Any, boo
     }
     if method.startswith("LR(") and method.endswith(")"):
         inner = base[method[3:-1]]()
-        # The recorded results were measured with the band placement (the default then).
+        # The main, long and parallel runs were measured with the band placement (the
+        # default then); ``--placement offset`` reruns the long run with the offset.
         sampler = LRRangeSampler(
-            inner, start_lr=1e-7, end_lr=10.0, sweep_every=sweep_every, placement="band"
+            inner, start_lr=1e-7, end_lr=10.0, sweep_every=sweep_every, placement=placement
         )
         return sampler, True
     return base[method](), False
@@ -124,10 +127,21 @@ def trial_records(study: Any) -> list[dict[str, Any]]:
                 "band": None if band is None else [float(band[0]), float(band[1])],
                 "reason": t.user_attrs.get("lrrange:reason"),
                 "source": t.user_attrs.get("lrrange:source"),
+                "anchor": t.user_attrs.get("lrrange:anchor"),
+                "offset": t.user_attrs.get("lrrange:offset"),
                 "worker": t.user_attrs.get("worker"),
             }
         )
     return out
+
+
+#: The plain samplers: their studies are the same whatever the LR methods' placement.
+BASES = ("TPE", "Random", "GP")
+
+
+def _placement(study: dict[str, Any]) -> str:
+    """The placement a study's LR sampler used (records before the option: the band)."""
+    return "-" if study["method"] in BASES else study.get("placement", "band")
 
 
 def read_studies(path: Path) -> list[dict[str, Any]]:
@@ -135,17 +149,19 @@ def read_studies(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def run_study(job: tuple[str, str, int, int]) -> dict[str, Any]:
-    """One single-process study on in-memory storage."""
+def run_study(job: tuple[Any, ...]) -> dict[str, Any]:
+    """One single-process study on in-memory storage: ``(task, method, seed, n_trials)``,
+    and the LR methods' placement as a fifth item (``"band"`` without one)."""
     import optuna
 
     from studies.head_to_head.tasks import TASKS_BY_NAME, make_objective
 
     _quiet()
-    task_name, method, seed, n_trials = job
+    task_name, method, seed, n_trials = job[:4]
+    placement = job[4] if len(job) > 4 else "band"
     task = TASKS_BY_NAME[task_name]
     task.data()  # load (and cache) the data outside the timed part
-    sampler, narrow = make_sampler(method, seed)
+    sampler, narrow = make_sampler(method, seed, placement=placement)
     study = optuna.create_study(sampler=sampler)
     start = time.perf_counter()
     study.optimize(make_objective(task, seed, narrow), n_trials=n_trials, catch=FAILURES)
@@ -154,6 +170,7 @@ def run_study(job: tuple[str, str, int, int]) -> dict[str, Any]:
         "task": task_name,
         "method": method,
         "seed": seed,
+        "placement": placement,
         "wall_seconds": wall,
         "trials": trial_records(study),
     }
@@ -604,6 +621,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="comma-separated task names (default: every task in tasks.py)",
     )
     parser.add_argument(
+        "--placement",
+        choices=("band", "offset"),
+        default="band",
+        help="the LR methods' placement (the recorded main, long and parallel runs: band); "
+        "with --long and offset, the results go to results/offset/long/",
+    )
+    parser.add_argument(
         "--replot",
         action="store_true",
         help="only redraw the plot and rewrite results.md from the folder's results.json",
@@ -627,7 +651,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         methods = ("LR(TPE)", "TPE")
         seeds, n_trials = list(range(args.seeds or 10)), args.trials or 150
         par_variants, par_seeds, par_trials = [], [], 0
-        out = args.out or HERE / "results" / "long"
+        out = args.out or HERE / "results" / (
+            "long" if args.placement == "band" else "offset/long"
+        )
         # A run longer than the long run also counts the long run's studies (its trials are
         # the first 150 of this run's; their values must repeat).
         for path in (
@@ -669,13 +695,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     t0 = time.perf_counter()
     # Slow methods first, so the last studies to finish are short ones.
-    jobs = [(t, m, s, n_trials) for m in reversed(methods) for t in tasks for s in seeds]
+    place = args.placement
+    jobs = [(t, m, s, n_trials, place) for m in reversed(methods) for t in tasks for s in seeds]
     # Every finished study is appended to studies.jsonl at once; a rerun reuses them.
     cache_path = out / "studies.jsonl"
-    done: dict[tuple[str, str, int, int], dict[str, Any]] = {}
+    done: dict[tuple[str, str, int, int, str], dict[str, Any]] = {}
     if cache_path.exists():
         for rec in read_studies(cache_path):
-            done[(rec["task"], rec["method"], rec["seed"], len(rec["trials"]))] = rec
+            # A plain sampler's study does not depend on the placement.
+            placement = args.placement if rec["method"] in BASES else _placement(rec)
+            done[(rec["task"], rec["method"], rec["seed"], len(rec["trials"]), placement)] = rec
     studies = [done[j] for j in jobs if j in done]
     jobs = [j for j in jobs if j not in done]
     if studies:
@@ -700,11 +729,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     repeats = None
     if reference:
         # Seeded samplers and objectives: a longer study starts as the shorter one did.
-        mine = {(s["task"], s["method"], s["seed"]): s["trials"] for s in studies}
+        mine = {(s["task"], s["method"], s["seed"], _placement(s)): s["trials"] for s in studies}
         pairs = [
             (r["trials"], mine[key])
             for r in reference
-            if (key := (r["task"], r["method"], r["seed"])) in mine
+            if (key := (r["task"], r["method"], r["seed"], _placement(r))) in mine
         ]
         same = sum([t["value"] for t in a] == [t["value"] for t in b[: len(a)]] for a, b in pairs)
         repeats = f"identical values in {same} of {len(pairs)} studies"
@@ -727,6 +756,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ):
         if value is not None:
             command += f" {flag} {value}"
+    if args.placement != "band":
+        command += f" --placement {args.placement}"
     if args.out is not None:
         command += f" --out {args.out}"
     if args.jobs > 1:
@@ -736,6 +767,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "seeds": seeds,
         "n_trials": n_trials,
         "methods": list(methods),
+        "placement": args.placement,
         "target_also_from": reference_files or None,
         "repeats_main_run": repeats,
         "lr_range": [1e-6, 1.0],
