@@ -53,6 +53,7 @@ CAP_KEY = "lrrange:cap"
 NO_ANCHOR = "no_anchor"
 CLIPPED = "clipped"
 ANCHOR_MOVED = "anchor_moved"
+SETTLED = "settled"
 
 #: The offset's distribution, identical in every trial.
 OFFSET_DISTRIBUTION = FloatDistribution(*_placement.OFFSET_RANGE)
@@ -119,6 +120,45 @@ def own_anchors(study: Study, exclude: int | None = None) -> list[float]:
         if own and a is not None and not moved and t._trial_id != exclude:
             out.append(float(a))
     return out
+
+
+def settled(
+    sampler: LRRangeSampler, study: Study, trial: FrozenTrial
+) -> tuple[float, list[int]] | None:
+    """``(anchor, trials)``: the settled anchor the trial takes instead of sweeping and the
+    trials whose sweeps gave it, or ``None`` when it must sweep.
+
+    Only trials whose parameters equal this trial's (every parameter it holds when the rate
+    is asked, the rate's own offset aside) count: their sweeps' anchors, and how many of
+    them took a settled anchor since the newest of those sweeps.
+    """
+    if not sampler._narrow_sweeps:
+        return None
+    offset = offset_name(sampler.param_name)
+    mine = {k: v for k, v in trial.params.items() if k != offset}
+    swept: list[tuple[int, float]] = []
+    took: list[int] = []
+    for t in study._storage.get_all_trials(study._study_id, deepcopy=False):
+        if t._trial_id == trial._trial_id or any(
+            k not in t.params or t.params[k] != v for k, v in mine.items()
+        ):
+            continue
+        reason = t.user_attrs.get("lrrange:reason")
+        a = t.user_attrs.get(ANCHOR_KEY)
+        if isinstance(reason, str) and reason.startswith(SETTLED):
+            took.append(t.number)
+        elif (
+            t.user_attrs.get("lrrange:source") == t.number
+            and a is not None
+            and not (isinstance(reason, str) and ANCHOR_MOVED in reason)
+        ):
+            swept.append((t.number, float(a)))
+    swept.sort()
+    newest = swept[-1][0] if swept else -1
+    a = _placement.settled_anchor([x for _, x in swept], sum(n > newest for n in took))
+    if a is None:
+        return None
+    return a, [n for n, _ in swept[-_placement.SETTLE_SWEEPS :]]
 
 
 def swept_itself(t: FrozenTrial) -> bool:
@@ -319,7 +359,14 @@ def place_rate(
         )
     else:
         reusable = sampler._reusable(study, trial)
-        if reusable is not None:
+        settled_on = None if reusable is not None else settled(sampler, study, trial)
+        if settled_on is not None:
+            a, numbers = settled_on
+            reason = (
+                f"{SETTLED}: the sweeps of trials {numbers}, with the same parameters, agree; "
+                f"placed from their median anchor {_fmt(a)} without a sweep"
+            )
+        elif reusable is not None:
             reused = reusable[0]
             raw = reused.user_attrs.get(ANCHOR_KEY)
             own = reused.user_attrs.get("lrrange:source") == reused.number
@@ -376,12 +423,13 @@ def place_rate(
         band_used = list(_placement.reachable(a, low, high))
         used_offset = float(offset)
         raw_rate = a * 10.0**used_offset
-        if value != raw_rate and reason is None:
-            reason = (
+        if value != raw_rate:
+            note = (
                 f"{CLIPPED}: anchor {_fmt(a)} x 10**{used_offset:.3g} = {_fmt(raw_rate)} lies "
                 f"outside [{_fmt(low)}, {_fmt(high)}]"
             )
-    if reason is not None and not reason.startswith(CLIPPED):
+            reason = note if reason is None else f"{reason}; {note}"
+    if reason is not None and not reason.startswith((CLIPPED, SETTLED)):
         _logger.warning(f"Trial {trial.number}: `{param_name}` = {_fmt(value)} ({reason}).")
     if record is not None:
         sweep, suggestion = record

@@ -251,6 +251,17 @@ def in_reach(anchor, low, high, prior=(-1.15, 0.35)):
     return low / 10 ** prior[0]
 
 
+def settled_anchor(anchors, placed_since, sweeps=3, spread=0.35, every=4):
+    """The median of the newest `sweeps` anchors when they agree within `spread` decades
+    and fewer than every - 1 trials took it since the newest sweep; else None."""
+    if len(anchors) < sweeps or placed_since >= every - 1:
+        return None
+    logs = sorted(math.log10(a) for a in anchors[-sweeps:])
+    if logs[-1] - logs[0] > spread:
+        return None
+    return 10 ** statistics.median(logs)
+
+
 def median_anchor(anchors):
     """The median of the anchors in log space, None when there are none."""
     if not anchors:

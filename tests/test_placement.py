@@ -93,6 +93,28 @@ def test_in_reach_moves_only_an_anchor_whose_prior_misses_the_range():
         pl.in_reach(0.0, 1e-3, 1.0)
 
 
+@settings(max_examples=500, deadline=None)
+@given(
+    anchors=st.lists(st.floats(1e-4, 1e-2), max_size=6),
+    placed_since=st.integers(0, 5),
+)
+def test_settled_anchor_matches_the_reference(anchors, placed_since):
+    got = pl.settled_anchor(anchors, placed_since)
+    assert close(got, ref.settled_anchor(anchors, placed_since))
+
+
+def test_a_configuration_settles_when_its_newest_sweeps_agree():
+    agree = [1e-2, 1.2e-2, 0.9e-2]
+    assert close(pl.settled_anchor(agree, 0), 1e-2)
+    # Fewer than three sweeps, or one trial in four: sweep.
+    assert pl.settled_anchor(agree[:2], 0) is None
+    assert pl.settled_anchor(agree, 2) is not None
+    assert pl.settled_anchor(agree, 3) is None
+    # An old outlier no longer counts; a new one unsettles.
+    assert close(pl.settled_anchor([1.0, *agree], 0), 1e-2)
+    assert pl.settled_anchor([*agree, 1e-1], 0) is None
+
+
 @settings(max_examples=200, deadline=None)
 @given(anchors=st.lists(st.floats(1e-7, 10.0), max_size=12))
 def test_median_anchor_matches_the_reference(anchors):

@@ -427,9 +427,9 @@ def test_a_rate_outside_the_range_is_clipped_and_says_so(tmp_path: Path) -> None
         assert t.params["lr"] == _placement.place(placed_from, offset, LOW, high)
         if placed_from * 10**offset > high:
             clipped += 1
-            assert t.params["lr"] == high and reason.startswith("clipped")
+            assert t.params["lr"] == high and "clipped: anchor" in reason
         else:
-            assert reason is None
+            assert reason is None or (reason.startswith("settled") and "clipped" not in reason)
     assert 0 < clipped < 8
 
 
@@ -466,6 +466,59 @@ def test_an_anchor_beyond_reach_of_the_range_is_moved_and_says_so(tmp_path: Path
     # Moved anchors are not drop points: later sweeps are not narrowed around them.
     assert not any(s.info["narrowed"] for t in study.trials for s in ol.get_sweeps(t))
     assert ol.sweeps_summary(study)["anchor"].notna().all()
+
+
+def test_trials_with_the_same_parameters_stop_sweeping_once_their_sweeps_agree(
+    tmp_path: Path,
+) -> None:
+    toys = {1: Toy(100.0), 2: Toy(10.0)}  # two drop points a decade apart
+
+    def objective(trial: optuna.Trial) -> float:
+        b = trial.suggest_categorical("b", [1, 2])
+        ol.attach(trial, sweep_fn=toys[b].sweep)
+        return math.log10(trial.suggest_float("lr", LOW, HIGH, log=True)) ** 2
+
+    study = optuna.create_study(
+        sampler=offset_sampler(RandomSampler(seed=0)), storage=storage(tmp_path)
+    )
+    study.optimize(objective, n_trials=24)
+    for b, toy in toys.items():
+        trials = [t for t in study.trials if t.params["b"] == b]
+        swept = [t for t in trials if t.user_attrs["lrrange:source"] == t.number]
+        settled = [t for t in trials if t not in swept]
+        # Three sweeps settle the configuration; then one trial in four sweeps.
+        assert swept[:3] == trials[:3]
+        assert len(swept) == len(toy.configs) == len(trials) - len(settled)
+        assert len(trials) / 4 <= len(swept) <= 3 + (len(trials) - 3) / 4 + 1
+        for t in settled:
+            reason = t.user_attrs["lrrange:reason"]
+            assert reason.startswith("settled") and ol.get_sweeps(t) == []
+            earlier = [s.user_attrs["lrrange:anchor"] for s in swept if s.number < t.number]
+            assert math.isclose(
+                t.user_attrs["lrrange:anchor"], _placement.settled_anchor(earlier, 0) or math.nan
+            )
+            assert t.params["lr"] == _placement.place(
+                t.user_attrs["lrrange:anchor"], t.params[OFFSET], LOW, HIGH
+            )
+        # Each configuration's own anchor, never the other's.
+        anchors = {round(math.log10(t.user_attrs["lrrange:anchor"])) for t in trials}
+        assert anchors == {round(math.log10(anchor_of(toy.a)))}
+
+
+def test_narrow_sweeps_false_sweeps_every_trial(tmp_path: Path) -> None:
+    toy = Toy(100.0)
+
+    def objective(trial: optuna.Trial) -> float:
+        ol.attach(trial, sweep_fn=toy.sweep)
+        return trial.suggest_float("lr", LOW, HIGH, log=True)
+
+    study = optuna.create_study(
+        sampler=offset_sampler(RandomSampler(seed=0), narrow_sweeps=False),
+        storage=storage(tmp_path),
+    )
+    study.optimize(objective, n_trials=8)
+    assert len(toy.configs) == 8
+    assert all(t.user_attrs["lrrange:source"] == t.number for t in study.trials)
 
 
 def test_sweep_every_reuses_the_newest_anchor(tmp_path: Path) -> None:
