@@ -334,7 +334,7 @@ def summarise(
             continue
         ratios, placements = _compare(per_task)
         by_role = {}
-        for role in ("design", "held_out"):
+        for role in dict.fromkeys(roles[t] for t in per_task):
             mine = {t: r for t, r in per_task.items() if roles[t] == role}
             if mine and len(mine) < len(per_task):
                 by_role[role] = dict(zip(("ratios", "placements"), _compare(mine), strict=True))
