@@ -1,6 +1,6 @@
 """The sampler's ``"offset"`` placement: the glue between Optuna and ``core._placement``.
 
-With ``LRRangeSampler(placement="offset")``, :func:`optuna_lrrange.attach` suggests a
+With ``LRRangeSampler(placement="offset")``, the default, :func:`optuna_lrrange.attach` suggests a
 second parameter, ``"<param_name>:offset"``, with the same distribution in every trial
 (``core.OFFSET_RANGE``, in decades), so the base sampler's joint model (multivariate TPE,
 GP, CMA-ES) sees it with every other parameter. When the objective then asks for the
@@ -161,16 +161,30 @@ def settled(
     return a, [n for n, _ in swept[-_placement.SETTLE_SWEEPS :]]
 
 
+def _own_sweep(t: FrozenTrial) -> Sweep | None:
+    for s in get_sweeps(t):
+        if s.info.get("kind") == "trial" and s.info.get("trial_number") == t.number:
+            return s
+    return None
+
+
 def swept_itself(t: FrozenTrial) -> bool:
     """Whether ``t`` recorded a sweep of its own, whether or not it gave an anchor.
 
     ``lrrange:source`` is ``None`` on a trial whose sweep gave no anchor, but the sweep
     ran: ``sweep_every`` counts it, as the band placement counts a sweep without a band.
     """
-    return any(
-        s.info.get("kind") == "trial" and s.info.get("trial_number") == t.number
-        for s in get_sweeps(t)
-    )
+    return _own_sweep(t) is not None
+
+
+def sweep_anchor(t: FrozenTrial) -> float | None:
+    """The anchor of ``t``'s own sweep, found again from the sweep record itself.
+
+    Not from ``lrrange:anchor``: the sweep record is stored before the trial's placement
+    attributes, so another worker can see the one without the others yet.
+    """
+    sweep = _own_sweep(t)
+    return None if sweep is None else _placement.anchor(sweep.lrs, sweep.losses)[0]
 
 
 def _loss(study: Study, t: FrozenTrial) -> float:
@@ -368,9 +382,7 @@ def place_rate(
             )
         elif reusable is not None:
             reused = reusable[0]
-            raw = reused.user_attrs.get(ANCHOR_KEY)
-            own = reused.user_attrs.get("lrrange:source") == reused.number
-            a = float(raw) if own and raw is not None else None  # not a borrowed median
+            a = sweep_anchor(reused)  # its own sweep's, not a median it borrowed
             source = reused.number if a is not None else None
             reason = None if a is not None else f"{NO_ANCHOR}: trial {reused.number}'s sweep"
         else:

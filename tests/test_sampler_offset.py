@@ -541,6 +541,25 @@ def test_sweep_every_reuses_the_newest_anchor(tmp_path: Path) -> None:
         record_agrees_with_the_rate(t)
 
 
+def test_sweep_every_reuses_a_sweep_whose_placement_is_not_yet_stored(tmp_path: Path) -> None:
+    # Another worker can read a trial between its sweep record and its placement
+    # attributes (`lrrange:anchor`, `lrrange:source`): the anchor comes from the sweep.
+    study = optuna.create_study(
+        sampler=offset_sampler(TPESampler(seed=0), sweep_every=2), storage=storage(tmp_path)
+    )
+    objective = objective_for()
+    first = study.ask()
+    objective(first)
+    for key in ("lrrange:anchor", "lrrange:source"):  # as they are before they are written
+        first.set_user_attr(key, None)
+    second = study.ask()
+    study.tell(second, objective(second))
+    reused = study.trials[1]
+    assert reused.user_attrs["lrrange:source"] == 0, reused.user_attrs["lrrange:reason"]
+    assert reused.user_attrs["lrrange:anchor"] == anchor_of(100.0)
+    assert ol.get_sweeps(reused) == []
+
+
 def test_sweep_every_counts_a_sweep_that_gave_no_anchor(tmp_path: Path) -> None:
     calls: list[int] = []
 
