@@ -29,8 +29,9 @@ ENTRY = "_sampler.py"
 IMAGES = {"images/sweep.png": ROOT / "docs/images/demo_sweep.png"}
 
 DESCRIPTION = (
-    "Runs a short learning-rate range test on each trial's own model and lets any base "
-    "sampler choose the learning rate inside the band where the loss falls fastest."
+    "Runs a short learning-rate range test on each trial's own model and places the "
+    "learning rate at an offset from the sweep's drop point that any base sampler learns "
+    "jointly with the other hyperparameters."
 )
 
 #: The Optuna versions the package was checked with (its tests run on these).
@@ -102,9 +103,14 @@ Most trials of a neural-network study are wasted on learning rates that diverge 
 `LRRangeSampler` wraps any Optuna sampler (TPE by default). When the objective asks for the
 learning rate, it runs the learning-rate range test (Leslie Smith, *Cyclical Learning Rates
 for Training Neural Networks*, 2015, section 3.3) on that trial's own model: about a hundred
-mini-batches at exponentially rising rates. It takes the band where the smoothed loss falls
-fastest, intersects it with the objective's `[low, high]` and lets the base sampler choose
-inside it. The model, its optimizer and every random number generator are restored exactly
+mini-batches at exponentially rising rates, and finds the sweep's drop point, where the
+smoothed loss has made most of its fall. The rate is that point times `10 ** offset`, kept
+inside the objective's `[low, high]`, where the offset (`"lr:offset"`, in decades) is a
+parameter the base sampler samples jointly with every other one: multivariate TPE, GP and
+CMA-ES learn how the best rate moves with the batch size or the width. Its first draws
+come from the band where the loss falls fastest, and the study caps them below offsets it
+has seen diverge. `placement="band"` instead lets the base sampler choose inside that band.
+The model, its optimizer and every random number generator are restored exactly
 afterwards, so the objective trains as if no sweep had run. Every sweep is stored on its
 trial (user attributes), so every worker reads it back.
 
@@ -114,10 +120,11 @@ trial (user attributes), so every worker reads it back.
 
 - `LRRangeSampler(base_sampler=None, *, param_name="lr", config=None, method=None,
   sweep_every=1, sweep_fixed=False, resweep_on_params=False, artifact_store=None,
-  **config_options)`: the sampler. `config_options` are the range-test settings
-  (`start_lr`, `end_lr`, `num_iter`, `mode`, `diverge_factor`, `smooth_beta`). With an
-  Optuna `artifact_store`, each sweep's plot and a note (band, suggestion, rate used) are
-  added to the trial for optuna-dashboard (needs `optuna-dashboard` and `matplotlib`).
+  placement="offset", narrow_sweeps=True, **config_options)`: the sampler.
+  `config_options` are the range-test settings (`start_lr`, `end_lr`, `num_iter`, `mode`,
+  `diverge_factor`, `smooth_beta`). With an Optuna `artifact_store`, each sweep's plot and
+  a note (band, suggestion, rate used) are added to the trial for optuna-dashboard (needs
+  `optuna-dashboard` and `matplotlib`).
 - `attach(trial, model, optimizer, loss_fn, loader, **options)`: call it in the objective
   before `trial.suggest_float("lr", low, high, log=True)`. `loss_fn(model(x), y)` for
   `(x, y)` batches (also `(x1, ..., xn, y)` tuples and namedtuples); `loss_fn=None` for dict
@@ -248,7 +255,8 @@ if __name__ == "__main__":
     study.optimize(objective, n_trials=N_TRIALS)
     best = study.best_trial
     print(f"best validation loss {best.value:.4f} with {best.params}")
-    print(f"its sweep's band: {best.user_attrs['lrrange:band']}")
+    anchor, offset = best.user_attrs["lrrange:anchor"], best.user_attrs["lrrange:offset"]
+    print(f"placed at offset {offset} (decades) from the drop point {anchor}")
 '''
 
 

@@ -1,10 +1,13 @@
-"""LRRangeSampler: a range test on the trial's own model narrows the learning rate.
+"""LRRangeSampler: a range test on the trial's own model places the learning rate.
 
 The objective hands its model to the sampler with :func:`attach`; the sampler finds it in
 a process-local registry under the trial's storage and id when the objective asks for the
-learning rate, runs the range test, narrows the distribution to the steepest-descent band
-and lets the base sampler choose inside it. Everything is recorded on the trial in the
-study's storage, under ``lrrange:`` keys (see :mod:`optuna_lrrange._records`), plus:
+learning rate and runs the range test. With the default placement, ``"offset"``, the rate
+is placed at an offset from the sweep's drop point that the base sampler samples jointly
+with the other parameters (:mod:`optuna_lrrange._offset`); with ``"band"``, the
+distribution is narrowed to the steepest-descent band and the base sampler chooses inside
+it. Everything is recorded on the trial in the study's storage, under ``lrrange:`` keys
+(see :mod:`optuna_lrrange._records`), plus:
 
     ``lrrange:band_used``  ``[low, high]`` the rate was sampled from, or ``None`` when the
                            sampler did not sample it (a fixed rate) or the base sampler
@@ -61,7 +64,7 @@ FIXED = "fixed"
 #: sampler's ``sample_independent``); ``"offset"`` places it at an offset from the sweep's
 #: anchor that the base sampler samples jointly with the other parameters.
 PLACEMENTS = ("band", "offset")
-DEFAULT_PLACEMENT = "band"
+DEFAULT_PLACEMENT = "offset"
 
 _logger = logging.getLogger("optuna.lrrange")
 
@@ -217,25 +220,30 @@ def _fit(band: tuple[float, float], low: float, high: float) -> tuple[float, flo
 
 
 class LRRangeSampler(BaseSampler):
-    """A sampler that narrows the learning rate with a range test on the trial's model.
+    """A sampler that places the learning rate with a range test on the trial's model.
 
     When the objective asks for the learning rate with
     ``trial.suggest_float(param_name, low, high, log=True)`` after calling
     :func:`attach`, the sampler runs a short learning-rate range test on the trial's own
-    model (Smith 2015, section 3.3), takes the steepest-descent band, intersects it with
-    ``[low, high]`` and lets ``base_sampler`` sample inside it. The stored distribution
-    stays the objective's. Every other parameter, and every hook, goes to
-    ``base_sampler`` unchanged.
+    model (Smith 2015, section 3.3). With the default ``placement="offset"`` the rate is
+    the sweep's drop point times ``10 ** offset``, kept inside ``[low, high]``, where the
+    offset is a parameter ``attach`` suggests and ``base_sampler`` samples jointly with
+    every other parameter, so the study learns where the best rate lies relative to each
+    sweep. With ``placement="band"`` the sampler takes the steepest-descent band,
+    intersects it with ``[low, high]`` and lets ``base_sampler`` sample inside it. The
+    stored distribution stays the objective's. Every other parameter, and every hook,
+    goes to ``base_sampler`` unchanged.
 
     A sweep that raises, never descends or diverges at once never fails the trial: the
-    rate is sampled from the full ``[low, high]`` range, the reason is recorded as the
-    trial's ``lrrange:reason`` user attribute and logged as a warning on the
-    ``optuna.lrrange`` logger. A band that misses ``[low, high]`` is moved inside, against
-    the nearer edge, keeping its width (at most the range's).
+    rate is placed from the study's median anchor (``"offset"``, once there is one) or
+    sampled from the full ``[low, high]`` range, the reason is recorded as the trial's
+    ``lrrange:reason`` user attribute and logged as a warning on the ``optuna.lrrange``
+    logger. An anchor or band that misses ``[low, high]`` is moved inside, against the
+    nearer edge.
 
     Args:
-        base_sampler: The sampler that samples every parameter, the learning rate inside
-            its band included. ``TPESampler()`` by default.
+        base_sampler: The sampler that samples every parameter, the rate's offset (or
+            the rate inside its band) included. ``TPESampler()`` by default.
         param_name: The name of the learning-rate parameter.
         config: The range-test settings; alternatively pass them as ``config_options``
             (``start_lr``, ``end_lr``, ``num_iter``, ``mode``, ``diverge_factor``,
@@ -260,14 +268,18 @@ class LRRangeSampler(BaseSampler):
             suggestion, the rate used and the plot, for optuna-dashboard (see
             :mod:`optuna_lrrange.dashboard`; needs the ``dashboard`` extra). A failed upload
             never fails the trial. ``None`` (the default) uploads nothing.
-        placement: Where the rate goes. ``"band"``: sampled by the base sampler inside the
-            sweep's band, outside its joint model. ``"offset"``: the parameter
+        placement: Where the rate goes. ``"offset"`` (the default): the parameter
             ``"<param_name>:offset"`` (decades from the sweep's drop point, the same
             distribution in every trial), suggested by :func:`attach`, is sampled by the
             base sampler with every other parameter, and the rate is the drop point
-            times ``10 ** offset`` (see ``optuna_lrrange._offset``).
-        narrow_sweeps: With ``placement="offset"``, sweep a narrower range once earlier
-            sweeps have shown where the drop lies, at the same points per decade.
+            times ``10 ** offset`` (see ``optuna_lrrange._offset``). ``"band"``: sampled
+            by the base sampler inside the sweep's band, outside its joint model.
+        narrow_sweeps: With ``placement="offset"``, let the sweeps get cheaper as the
+            study learns: sweep a narrower range once earlier sweeps have shown where the
+            drop lies, at the same points per decade; and once the newest sweeps of trials
+            with the same other parameters agree, place further such trials from their
+            median anchor without a sweep (reason ``settled: ...``), sweeping again every
+            few trials. ``False`` sweeps every trial over the full range.
         config_options: Range-test settings, as the fields of
             :class:`~optuna_lrrange.RangeTestConfig`.
     """

@@ -217,6 +217,7 @@ def study_case(rank: int, world: int, batches, out: Path) -> dict:
             end_lr=50.0,
             num_iter=40,
             sweep_fixed=True,
+            narrow_sweeps=False,  # every trial sweeps: trial 3's sweep must run, and fail
         )
         study = optuna.create_study(storage=storage, study_name="ddp", sampler=sampler)
         study.enqueue_trial({"lr": 0.05})  # a fixed rate: swept (in attach) only to record it

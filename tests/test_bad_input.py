@@ -367,9 +367,11 @@ def grid_base_sampler(tmp_path: Path) -> Any:
         ol.attach(trial, sweep_fn=good_sweep)
         return trial.suggest_float("lr", 1e-6, 1.0, log=True)
 
+    # The band placement: with the offset placement a grid over `lr` is refused outright
+    # (test_sampler_offset.py).
     grid = optuna.samplers.GridSampler({"lr": [1e-6]})
     with pytest.warns(UserWarning, match="out of range"):  # GridSampler's own notice
-        return run_trial(objective, ol.LRRangeSampler(grid, num_iter=20))
+        return run_trial(objective, ol.LRRangeSampler(grid, num_iter=20, placement="band"))
 
 
 def malformed_band_reused(tmp_path: Path) -> Any:
@@ -1063,13 +1065,15 @@ CATALOGUE: list[tuple[str, Callable[[Path], Any], Any, str]] = [
         "sweep_fn_returns_dict",
         sweep_fn_returning({"lrs": [], "losses": []}),
         REASON,
-        r"^sweep_failed: TypeError: the sweep function must return a Sweep, but got dict\.$",
+        r"^sweep_failed: TypeError: the sweep function must return a Sweep, but got dict\.; "
+        r"sampled in the full range$",
     ),
     (
         "sweep_fn_returns_none",
         sweep_fn_returning(None),
         REASON,
-        r"^sweep_failed: TypeError: the sweep function must return a Sweep, but got NoneType\.$",
+        r"^sweep_failed: TypeError: the sweep function must return a Sweep, but got NoneType\.; "
+        r"sampled in the full range$",
     ),
     (
         "sweep_step_returns_none",

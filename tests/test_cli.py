@@ -350,7 +350,7 @@ def test_quick_demo_runs_a_real_study_and_writes_its_plots(tmp_path):
     complete = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
     assert len(complete) == 3
     for trial in complete:
-        assert set(trial.params) == {"lr", "channels", "weight_decay"}
+        assert set(trial.params) == {"lr", "lr:offset", "channels", "weight_decay"}
         assert len(ol.get_sweeps(trial)) == 1
     for name in ("sweep.png", "loss_change.png", "sweeps.png", "bands.png"):
         assert (tmp_path / "plots" / name).read_bytes()[:8] == PNG

@@ -20,6 +20,7 @@ import optuna
 import pytest
 
 import optuna_lrrange as ol
+from optuna_lrrange.core import _placement
 
 pytest.importorskip("torch")
 pytest.importorskip("optuna_integration")
@@ -135,13 +136,25 @@ def test_study_on_rank_0_with_a_torch_distributed_trial(job):
         sweeps = ol.get_sweeps(t)
         assert lr == pytest.approx(t.params["lr"], rel=1e-6)  # broadcast as a float32
         assert [s.info["chosen_lr"] for s in sweeps if s.info["kind"] == "reestimate"] == rates
-        if t.number == 3:  # a rank's loader ran dry: no sweep record, the full range
+        if t.number == 3:  # a rank's loader ran dry: no sweep record, the median anchor
             assert [s.info["kind"] for s in sweeps] == ["reestimate", "reestimate"]
-            assert t.user_attrs["lrrange:reason"].startswith(
+            reason = t.user_attrs["lrrange:reason"]
+            assert reason.startswith(
                 f"sweep_failed: RankFailedError: the range test failed at step 2 on rank "
                 f"{world - 1} (ValueError: `loader` must be re-iterable"
             )
-            assert t.user_attrs["lrrange:band_used"] == [1e-3, 10.0]
+            assert "; placed from the study's median anchor " in reason
+            anchor = t.user_attrs["lrrange:anchor"]
+            earlier = [
+                u.user_attrs["lrrange:anchor"]
+                for u in trials[:3]
+                if u.user_attrs["lrrange:source"] == u.number
+                and u.user_attrs["lrrange:anchor"] is not None
+            ]
+            assert earlier and anchor == _placement.median_anchor(earlier)
+            assert t.user_attrs["lrrange:band_used"] == list(
+                _placement.reachable(anchor, 1e-3, 10.0)
+            )
             continue
         # One record per sweep: the trial's, then one per re-estimation.
         assert [s.info["kind"] for s in sweeps] == ["trial", "reestimate", "reestimate"]

@@ -29,6 +29,7 @@ if keras.backend.backend() != "torch":  # pragma: no cover - only if imported el
 
 import optuna_lrrange  # noqa: E402
 from optuna_lrrange import RangeTestConfig, get_sweeps  # noqa: E402
+from optuna_lrrange.core import _placement  # noqa: E402
 from optuna_lrrange.keras import (  # noqa: E402
     LRReestimationCallback,
     attach,
@@ -415,20 +416,21 @@ def test_a_keras_objective_with_lrrangesampler_on_sqlite(tmp_path: Any) -> None:
     stored = optuna.load_study(study_name=study.study_name, storage=storage)
     trials = stored.get_trials(states=[optuna.trial.TrialState.COMPLETE])
     assert len(trials) == 3
-    used_bands = 0
+    placed = 0
     for trial in trials:
         sweeps = get_sweeps(trial)
         assert len(sweeps) == 1 and sweeps[0].info["kind"] == "trial"
         low, high = trial.user_attrs["lrrange:band_used"]
         assert low <= trial.params["lr"] <= high
-        band = trial.user_attrs["lrrange:band"]
-        if band is not None and trial.user_attrs["lrrange:reason"] is None:
-            assert band[0] <= low <= high <= band[1]
-            used_bands += 1
+        anchor, offset = trial.user_attrs["lrrange:anchor"], trial.user_attrs["lrrange:offset"]
+        if trial.user_attrs["lrrange:source"] == trial.number:
+            assert anchor == _placement.anchor(sweeps[0].lrs, sweeps[0].losses)[0]
+            assert trial.params["lr"] == _placement.place(anchor, offset, 1e-5, 1.0)
+            placed += 1
         info = get_sweep_plot_info(trial)
         assert info.lrs == sweeps[0].lrs and info.chosen_lr == trial.params["lr"]
         assert plot_sweep(trial).lines
-    assert used_bands == 3  # every trial's rate came from its own sweep's band
+    assert placed == 3  # every trial's rate was placed from its own sweep's anchor
     assert plot_bands(stored).collections or plot_bands(stored).lines
 
 

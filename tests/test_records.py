@@ -58,15 +58,17 @@ def _plain_json(value: object) -> bool:
     return value is None or type(value) in (bool, int, float, str)
 
 
+@pytest.mark.parametrize("placement", ["offset", "band"])
 def test_records_round_trip_on_every_storage(
-    storage_url: str | None, storage_factory: Callable[[], optuna.storages.BaseStorage]
+    storage_url: str | None,
+    storage_factory: Callable[[], optuna.storages.BaseStorage],
+    placement: str,
 ) -> None:
     live: dict[int, list[Sweep]] = {}
-    study = optuna.create_study(
-        study_name="records",
-        storage=storage_factory(),
-        sampler=ol.LRRangeSampler(TPESampler(seed=0), config=RangeTestConfig(end_lr=100.0)),
+    sampler = ol.LRRangeSampler(
+        TPESampler(seed=0), config=RangeTestConfig(end_lr=100.0), placement=placement
     )
+    study = optuna.create_study(study_name="records", storage=storage_factory(), sampler=sampler)
 
     def objective(trial: optuna.Trial) -> float:
         ol.attach(trial, sweep_fn=toy_sweep(10.0**trial.number))
@@ -92,7 +94,7 @@ def test_records_round_trip_on_every_storage(
         lo, hi = frozen.user_attrs["lrrange:band_used"]
         assert lo <= frozen.params["lr"] <= hi
         lrrange = {k: v for k, v in frozen.user_attrs.items() if k.startswith("lrrange:")}
-        assert set(lrrange) == {
+        keys = {
             "lrrange:sweep:0",
             "lrrange:schema",
             "lrrange:band",
@@ -101,6 +103,12 @@ def test_records_round_trip_on_every_storage(
             "lrrange:source",
             "lrrange:reason",
         }
+        if placement == "offset":
+            keys |= {"lrrange:placement", "lrrange:anchor", "lrrange:offset", "lrrange:cap"}
+            assert lrrange["lrrange:placement"] == "offset"
+            assert info["anchor"] == lrrange["lrrange:anchor"] is not None
+            assert info["offset"] == lrrange["lrrange:offset"] == frozen.params["lr:offset"]
+        assert set(lrrange) == keys
         assert _plain_json(lrrange)
         assert lrrange["lrrange:source"] == frozen.number
 

@@ -29,6 +29,7 @@ from optuna.samplers import (
 )
 from optuna.trial import TrialState
 import pytest
+from test_sampler_offset import record_agrees_with_the_rate
 
 import optuna_lrrange as ol
 from optuna_lrrange import RangeTestConfig, Sweep, _sampler, run_range_test
@@ -89,6 +90,12 @@ def make_objective(
     return objective
 
 
+def band_sampler(base: BaseSampler | None = None, **options: Any) -> ol.LRRangeSampler:
+    """The band placement that the narrowing tests here describe (the default, the offset
+    placement, is tested in ``test_sampler_offset.py``)."""
+    return ol.LRRangeSampler(base, placement="band", **options)
+
+
 def sampled_in_band(trial: optuna.trial.FrozenTrial) -> bool:
     lo, hi = trial.user_attrs["lrrange:band_used"]
     return bool(LOW <= lo <= trial.params["lr"] <= hi <= HIGH)
@@ -133,7 +140,7 @@ BASES: dict[str, Callable[[], BaseSampler]] = {
 def test_each_rate_is_sampled_inside_its_own_trials_band(base: str) -> None:
     if base == "cmaes":
         pytest.importorskip("cmaes")
-    study = optuna.create_study(sampler=ol.LRRangeSampler(BASES[base]()))
+    study = optuna.create_study(sampler=band_sampler(BASES[base]()))
     study.optimize(make_objective(), n_trials=8)
     assert len(study.trials) == 8
     for t in study.trials:
@@ -151,9 +158,7 @@ def test_each_rate_is_sampled_inside_its_own_trials_band(base: str) -> None:
 @pytest.mark.parametrize("base", ["nsgaii", "tpe"])
 def test_multi_objective_studies_narrow_too(base: str) -> None:
     inner = NSGAIISampler(seed=0, population_size=4) if base == "nsgaii" else TPESampler(seed=0)
-    study = optuna.create_study(
-        directions=["minimize", "minimize"], sampler=ol.LRRangeSampler(inner)
-    )
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=band_sampler(inner))
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         x = trial.suggest_float("x", 0.0, 1.0)
@@ -170,7 +175,7 @@ def test_multi_objective_studies_narrow_too(base: str) -> None:
 
 def test_multivariate_tpe_never_gets_the_rate_in_its_relative_search_space() -> None:
     base = TPESampler(seed=0, n_startup_trials=2)
-    sampler = ol.LRRangeSampler(base)
+    sampler = band_sampler(base)
     study = optuna.create_study(sampler=sampler)
     with (
         patch.object(base, "sample_relative", wraps=base.sample_relative) as relative,
@@ -248,7 +253,9 @@ def test_gp_and_cmaes_do_not_warn_about_the_narrowed_rate_but_still_about_others
 
 def test_threads_each_trial_sweeps_its_own_model() -> None:
     models: list[Toy] = []
-    study = optuna.create_study(sampler=ol.LRRangeSampler(TPESampler(seed=0)))
+    # Full sweeps (not narrowed by earlier ones), so each band is its own model's alone.
+    sampler = ol.LRRangeSampler(TPESampler(seed=0), narrow_sweeps=False)
+    study = optuna.create_study(sampler=sampler)
     study.optimize(make_objective(models=models), n_trials=12, n_jobs=3)
     assert len(study.trials) == 12 and all(m.sweeps == 1 for m in models)
     for t in study.trials:
@@ -267,7 +274,9 @@ def test_several_processes_on_one_storage(tmp_path: Path) -> None:
         import optuna, optuna_lrrange as ol
         from test_sampler import make_objective
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        sampler = ol.LRRangeSampler(optuna.samplers.TPESampler(seed=int(sys.argv[1])))
+        sampler = ol.LRRangeSampler(
+            optuna.samplers.TPESampler(seed=int(sys.argv[1])), narrow_sweeps=False
+        )
         study = optuna.load_study(study_name="p", storage={url!r}, sampler=sampler)
         study.optimize(make_objective(), n_trials=4)
         """
@@ -421,7 +430,7 @@ def _unrecordable_sweep(config: RangeTestConfig) -> Sweep:
 def test_a_failed_sweep_falls_back_to_the_full_range(
     sweep_fn: Any, reason: str, messages: list[logging.LogRecord]
 ) -> None:
-    study = optuna.create_study(sampler=ol.LRRangeSampler(TPESampler(seed=0)))
+    study = optuna.create_study(sampler=band_sampler(TPESampler(seed=0)))
 
     def objective(trial: optuna.Trial) -> float:
         if sweep_fn is not None:
@@ -446,7 +455,7 @@ def test_a_failed_sweep_falls_back_to_the_full_range(
 def test_a_band_outside_the_range_moves_against_the_nearer_edge(where: str) -> None:
     a, (low, high) = (1.0, (1e-6, 1e-4)) if where == "above" else (1e4, (1e-3, 1.0))
     band = band_of(a)
-    study = optuna.create_study(sampler=ol.LRRangeSampler(TPESampler(seed=0)))
+    study = optuna.create_study(sampler=band_sampler(TPESampler(seed=0)))
 
     def objective(trial: optuna.Trial) -> float:
         ol.attach(trial, sweep_fn=Toy(a).sweep)
@@ -468,7 +477,7 @@ def test_a_base_sampler_that_ignores_the_band_is_recorded_as_such() -> None:
     # must not claim that a rate outside the band was sampled in it.
     band = band_of(10.0)
     inside = math.sqrt(band[0] * band[1])
-    sampler = ol.LRRangeSampler(optuna.samplers.GridSampler({"lr": [1e-5, inside]}))
+    sampler = band_sampler(optuna.samplers.GridSampler({"lr": [1e-5, inside]}))
     study = optuna.create_study(sampler=sampler)
 
     def objective(trial: optuna.Trial) -> float:
@@ -521,7 +530,7 @@ def test_a_rate_that_is_not_a_log_float_is_a_clear_error(suggest: Callable[..., 
 
 def test_sweep_every_reuses_the_newest_band_within_the_window() -> None:
     model = Toy(100.0)
-    study = optuna.create_study(sampler=ol.LRRangeSampler(TPESampler(seed=0), sweep_every=3))
+    study = optuna.create_study(sampler=band_sampler(TPESampler(seed=0), sweep_every=3))
 
     def objective(trial: optuna.Trial) -> float:
         ol.attach(trial, sweep_fn=model.sweep)
@@ -562,7 +571,7 @@ def test_a_malformed_stored_band_is_skipped_and_never_fails_a_trial(
 
 def test_resweep_when_the_named_params_differ() -> None:
     study = optuna.create_study(
-        sampler=ol.LRRangeSampler(TPESampler(seed=0), sweep_every=10, resweep_on_params=("width",))
+        sampler=band_sampler(TPESampler(seed=0), sweep_every=10, resweep_on_params=("width",))
     )
     for width in (1, 1, 2, 1, 2):
         study.enqueue_trial({"width": width})
@@ -679,7 +688,8 @@ def test_pytorch_attach_leaves_model_and_optimizer_exactly_as_they_were(fail: bo
     (t,) = study.trials
     assert t.state == TrialState.COMPLETE, "the objective's equality checks failed"
     if fail:
-        assert t.user_attrs["lrrange:reason"] == "sweep_failed: RuntimeError: bad batch"
+        reason = "sweep_failed: RuntimeError: bad batch; sampled in the full range"
+        assert t.user_attrs["lrrange:reason"] == reason
         assert ol.get_sweeps(t) == []
     else:
         assert len(ol.get_sweeps(t)[0]) > 10 and t.user_attrs["lrrange:reason"] is None
@@ -770,13 +780,13 @@ def test_quickstart_on_mnist1d_records_every_sweep_and_band(tmp_path: Path) -> N
     assert len(trials) == 6
     for t in trials:
         assert t.state == TrialState.COMPLETE
-        (sweep,) = ol.get_sweeps(t)
-        assert sweep.info["trial_number"] == t.number and sweep.info["chosen_lr"] == t.params["lr"]
-        band = t.user_attrs["lrrange:band"]
-        assert band is not None, t.user_attrs["lrrange:reason"]
-        lo, hi = max(band[0], 1e-5), min(band[1], 1.0)
-        assert t.user_attrs["lrrange:band_used"] == [lo, hi]
-        assert lo <= t.params["lr"] <= hi
+        record_agrees_with_the_rate(t, low=1e-5, high=1.0)  # the default, offset placement
+        if t.user_attrs["lrrange:source"] == t.number:
+            (sweep,) = ol.get_sweeps(t)
+            assert sweep.info["trial_number"] == t.number
+        else:  # a width whose earlier sweeps agreed is not swept again
+            assert t.user_attrs["lrrange:reason"].startswith("settled: "), t.user_attrs
+    assert all(t.user_attrs["lrrange:source"] == t.number for t in trials[:3])
     assert max(t.value or 0.0 for t in trials) > 0.3  # it learned something in one epoch
 
 
@@ -785,7 +795,7 @@ def test_a_sliver_of_band_inside_the_range_is_widened_and_tpe_samples_in_it() ->
     # Parzen estimator divides by the interval's width) and stay inside the range.
     band_low = band_of(1.0)[0]
     high = band_low * 1.01
-    sampler = ol.LRRangeSampler(TPESampler(seed=0, n_startup_trials=2))
+    sampler = band_sampler(TPESampler(seed=0, n_startup_trials=2))
     study = optuna.create_study(sampler=sampler)
 
     def objective(trial: optuna.Trial) -> float:

@@ -75,16 +75,18 @@ def offset_sampler(base: BaseSampler, **options: Any) -> ol.LRRangeSampler:
     return ol.LRRangeSampler(base, placement="offset", **options)
 
 
-def record_agrees_with_the_rate(t: optuna.trial.FrozenTrial) -> None:
+def record_agrees_with_the_rate(
+    t: optuna.trial.FrozenTrial, low: float = LOW, high: float = HIGH
+) -> None:
     """What is recorded on a trial placed from an anchor gives back its rate."""
     attrs = t.user_attrs
     anchor, offset = attrs["lrrange:anchor"], attrs["lrrange:offset"]
     assert attrs["lrrange:placement"] == "offset"
     assert offset == t.params[OFFSET]
-    assert t.params["lr"] == _placement.place(anchor, offset, LOW, HIGH)
+    assert t.params["lr"] == _placement.place(anchor, offset, low, high)
     lo, hi = attrs["lrrange:band_used"]
     assert lo <= t.params["lr"] <= hi
-    assert (lo, hi) == _placement.reachable(anchor, LOW, HIGH)
+    assert (lo, hi) == _placement.reachable(anchor, low, high)
     sweeps = ol.get_sweeps(t)
     if attrs["lrrange:source"] == t.number:
         (sweep,) = sweeps
@@ -627,8 +629,8 @@ def test_a_grid_sampler_must_grid_the_offset_and_then_its_points_are_used(
         record_agrees_with_the_rate(t)
 
 
-def test_the_placement_is_checked_and_band_stays_the_default() -> None:
+def test_the_placement_is_checked_and_offset_is_the_default() -> None:
     with pytest.raises(ValueError, match="`placement` must be one of"):
         ol.LRRangeSampler(placement="middle")
-    assert ol.LRRangeSampler().placement == "band"
-    assert ol.LRRangeSampler(placement="offset").placement == "offset"
+    assert ol.LRRangeSampler().placement == "offset"
+    assert ol.LRRangeSampler(placement="band").placement == "band"

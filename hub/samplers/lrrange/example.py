@@ -57,4 +57,5 @@ if __name__ == "__main__":
     study.optimize(objective, n_trials=N_TRIALS)
     best = study.best_trial
     print(f"best validation loss {best.value:.4f} with {best.params}")
-    print(f"its sweep's band: {best.user_attrs['lrrange:band']}")
+    anchor, offset = best.user_attrs["lrrange:anchor"], best.user_attrs["lrrange:offset"]
+    print(f"placed at offset {offset} (decades) from the drop point {anchor}")
