@@ -29,7 +29,7 @@ import math
 import threading
 from typing import TYPE_CHECKING, Any
 
-from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 from optuna.samplers import BaseSampler, GridSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
@@ -54,6 +54,7 @@ NO_ANCHOR = "no_anchor"
 CLIPPED = "clipped"
 ANCHOR_MOVED = "anchor_moved"
 SETTLED = "settled"
+RATE_CAPPED = "rate_capped"
 
 #: The offset's distribution, identical in every trial.
 OFFSET_DISTRIBUTION = FloatDistribution(*_placement.OFFSET_RANGE)
@@ -208,6 +209,49 @@ def cap(study: Study, param_name: str) -> float | None:
         offsets.append(math.log10(float(lr) / float(a)))
         losses.append(_loss(study, t))
     return _placement.divergence_cap(offsets, losses)
+
+
+def below_divergence(
+    study: Study, trial: FrozenTrial, param_name: str, value: float, low: float, high: float
+) -> tuple[float, tuple[float, float], str] | None:
+    """``(rate, (good, edge), why)`` for a rate at or above where its configuration's
+    trials diverged (``core._placement.below_divergence``), else ``None``.
+
+    The configuration is the trial's categorical parameters (a batch size, an optimizer,
+    an architecture choice can move the rates that diverge by decades); the finished
+    trials with the same values, whatever their other parameters, are the evidence.
+    """
+    own = {param_name, offset_name(param_name)}
+    config = {
+        n: v
+        for n, v in trial.params.items()
+        if n not in own and isinstance(trial.distributions.get(n), CategoricalDistribution)
+    }
+    rates, losses = [], []
+    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    for t in study._storage.get_all_trials(study._study_id, deepcopy=False, states=finished):
+        lr = t.params.get(param_name)
+        if not isinstance(lr, (int, float)) or not lr > 0:
+            continue
+        if any(t.params.get(n) != v for n, v in config.items()):
+            continue
+        rates.append(math.log10(float(lr)))
+        losses.append(_loss(study, t))
+    got = _placement.below_divergence(math.log10(value), rates, losses)
+    if got is None:
+        return None
+    from optuna_lrrange._sampler import _fmt
+
+    middle, good, edge = (10.0**x for x in got)
+    rate = min(max(middle, low), high)
+    where = ", ".join(f"{n}={v!r}" for n, v in config.items())
+    why = (
+        f"{RATE_CAPPED}: {_fmt(value)} is at or above {_fmt(edge)}, the lowest rate that went "
+        f"very bad above every rate that went well (up to {_fmt(good)}) "
+        f"{f'in the trials with {where}' if where else 'in the study'}: placed at "
+        f"{_fmt(rate)}, between the two"
+    )
+    return rate, (max(good, low), min(edge, high)), why
 
 
 def lr_is_fixed(sampler: LRRangeSampler, study: Study, trial: FrozenTrial) -> bool:
@@ -441,7 +485,12 @@ def place_rate(
                 f"outside [{_fmt(low)}, {_fmt(high)}]"
             )
             reason = note if reason is None else f"{reason}; {note}"
-    if reason is not None and not reason.startswith((CLIPPED, SETTLED)):
+    capped = below_divergence(study, trial, param_name, value, low, high)
+    if capped is not None:
+        value, interval, note = capped
+        band_used = list(interval)  # the rate is its middle
+        reason = note if reason is None else f"{reason}; {note}"
+    if reason is not None and not reason.startswith((CLIPPED, SETTLED, RATE_CAPPED)):
         _logger.warning(f"Trial {trial.number}: `{param_name}` = {_fmt(value)} ({reason}).")
     if record is not None:
         sweep, suggestion = record

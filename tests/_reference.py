@@ -290,6 +290,21 @@ def divergence_cap(offsets, losses):
     return cap
 
 
+def below_divergence(log_rate, log_rates, losses):
+    """(middle, good, edge) for a rate at or above the rates that diverged, else None."""
+    edge = divergence_cap(log_rates, losses)
+    if edge is None or log_rate < edge:
+        return None
+    finite = [x for x in losses if math.isfinite(x)]
+    best, worst = min(finite), max(finite)
+
+    def went_well(x):
+        return math.isfinite(x) and not (len(finite) >= 5 and x > best + 0.5 * (worst - best))
+
+    good = max(r for r, x in zip(log_rates, losses, strict=True) if went_well(x))
+    return (good + edge) / 2, good, edge
+
+
 def prior_interval(cap, prior=(-1.15, 0.35), offsets=(-2.0, 1.0), min_width=0.2):
     """The prior below the cap, at least min_width wide, inside the offsets' range."""
     lo, hi = prior

@@ -154,6 +154,33 @@ def test_divergence_cap_on_a_study_that_diverged_above_its_good_rates():
         pl.divergence_cap([0.0], [])
 
 
+@settings(max_examples=500, deadline=None)
+@given(rate=st.floats(-6.0, 0.0), pairs=st.lists(st.tuples(st.floats(-6.0, 0.0), losses)))
+def test_below_divergence_matches_the_reference(rate, pairs):
+    rates = [p[0] for p in pairs]
+    vals = [p[1] for p in pairs]
+    assert close(pl.below_divergence(rate, rates, vals), ref.below_divergence(rate, rates, vals))
+
+
+def test_a_rate_above_the_rates_that_diverged_is_bisected_towards_the_good_ones():
+    # Rates of one configuration: good up to 10**-1, at chance from 10**-0.5 up.
+    rates = [-3.0, -2.0, -1.5, -1.0, -0.5, 0.0]
+    vals = [0.9, 0.4, 0.3, 0.35, 2.3, 2.3]
+    assert pl.below_divergence(-1.2, rates, vals) is None  # below the edge: kept
+    assert pl.below_divergence(-0.6, rates, vals) is None
+    assert pl.below_divergence(-0.5, rates, vals) == (-0.75, -1.0, -0.5)
+    assert pl.below_divergence(-0.2, rates, vals) == (-0.75, -1.0, -0.5)
+    # The middle then went well: the interval halves again, from below.
+    assert pl.below_divergence(-0.2, [*rates, -0.75], [*vals, 0.33]) == (-0.625, -0.75, -0.5)
+    # ... or badly: the edge comes down to it.
+    assert pl.below_divergence(-0.2, [*rates, -0.75], [*vals, 2.3]) == (-0.875, -1.0, -0.75)
+    # Nothing went very bad above the good rates: no edge.
+    assert pl.below_divergence(0.0, rates[:4], vals[:4]) is None
+    assert pl.below_divergence(0.0, [], []) is None
+    with pytest.raises(ValueError, match="equal length"):
+        pl.below_divergence(0.0, [0.0], [])
+
+
 @settings(max_examples=300, deadline=None)
 @given(cap=st.one_of(st.none(), offsets))
 def test_prior_interval_matches_the_reference(cap):

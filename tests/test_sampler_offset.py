@@ -409,6 +409,49 @@ def test_later_sweeps_span_less_at_the_same_points_per_decade(tmp_path: Path) ->
 # ------------------------------------------------------------------ clipping and reuse
 
 
+def test_a_rate_above_where_its_configuration_diverged_is_bisected(tmp_path: Path) -> None:
+    # Small models diverge above 10**0.2 x the anchor, large ones only above 10**0.8; the
+    # sweep's anchor is the same for both, so the offset alone cannot tell them apart.
+    a = anchor_of(100.0)
+
+    def objective(trial: optuna.Trial) -> float:
+        size = trial.suggest_categorical("size", ["small", "large"])
+        ol.attach(trial, sweep_fn=Toy(100.0).sweep)
+        lr = trial.suggest_float("lr", LOW, HIGH, log=True)
+        if math.log10(lr / a) > (0.2 if size == "small" else 0.8):
+            return math.nan  # diverged: the trial fails
+        return math.log10(lr / a) ** 2
+
+    study = optuna.create_study(
+        sampler=offset_sampler(TPESampler(seed=0)), storage=storage(tmp_path)
+    )
+    plan = [("small", -0.5), ("small", 0.0), ("small", 0.5), ("large", 0.5), ("small", 0.6)]
+    for size, offset in [*plan, ("small", 0.9)]:
+        study.enqueue_trial({"size": size, OFFSET: offset})
+    study.optimize(objective, n_trials=6)
+    t = study.trials
+    lr = [u.params["lr"] for u in t]
+    assert [u.state for u in t] == [TrialState.COMPLETE] * 2 + [TrialState.FAIL] + [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+    ]
+    # The large model is not held back by the small one's divergence.
+    assert t[3].user_attrs["lrrange:reason"] is None
+    assert lr[3] == _placement.place(t[3].user_attrs["lrrange:anchor"], 0.5, LOW, HIGH)
+    # Trial 4 asked for +0.6: the small model's rates are bisected (in log space) between
+    # trial 1's (good) and trial 2's (failed); that fails too, so trial 5, asking for +0.9,
+    # is placed between trial 1's and trial 4's.
+    for u, good, edge in [(t[4], lr[1], lr[2]), (t[5], lr[1], lr[4])]:
+        reason = u.user_attrs["lrrange:reason"]
+        note = reason.split("; ")[-1]  # after "settled: ..." once the small sweeps agree
+        assert note.startswith("rate_capped: ") and "in the trials with size='small'" in note
+        assert math.isclose(u.params["lr"], math.sqrt(good * edge), rel_tol=1e-9)
+        assert u.user_attrs["lrrange:band_used"] == pytest.approx([good, edge], rel=1e-12)
+        assert u.user_attrs["lrrange:offset"] == u.params[OFFSET]  # what the sampler drew
+    assert [u.params[OFFSET] for u in t] == [-0.5, 0.0, 0.5, 0.5, 0.6, 0.9]
+
+
 def test_a_rate_outside_the_range_is_clipped_and_says_so(tmp_path: Path) -> None:
     anchor = anchor_of(100.0)
     high = anchor * 10**-0.5  # every offset above -0.5 lands above the range

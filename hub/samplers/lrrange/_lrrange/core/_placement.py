@@ -148,6 +148,12 @@ def divergence_cap(offsets: Sequence[float], losses: Sequence[float]) -> float |
             "`offsets` and `losses` must be 1-D and of equal length, but got shapes "
             f"{off.shape} and {loss.shape}."
         )
+    edge = _divergence_edge(off, loss)
+    return None if edge is None else edge[1]
+
+
+def _divergence_edge(values: np.ndarray, loss: np.ndarray) -> tuple[float, float] | None:
+    """``(highest good value, lowest very bad value above it)``, or ``None``."""
     finite = np.isfinite(loss)
     if not finite.any():
         return None
@@ -155,10 +161,45 @@ def divergence_cap(offsets: Sequence[float], losses: Sequence[float]) -> float |
     if finite.sum() >= 5:
         best, worst = float(loss[finite].min()), float(loss[finite].max())
         bad |= finite & (loss > best + 0.5 * (worst - best))
-    above = bad & (off > off[~bad].max())
+    good = float(values[~bad].max())  # the best finite loss is never very bad
+    above = bad & (values > good)
     if not above.any():
         return None
-    return float(off[above].min())
+    return good, float(values[above].min())
+
+
+def below_divergence(
+    log_rate: float, log_rates: Sequence[float], losses: Sequence[float]
+) -> tuple[float, float, float] | None:
+    """Where a rate at or above the rates seen to diverge goes: ``(new, good, edge)``.
+
+    Args:
+        log_rate: The rate about to be used, as ``log10(rate)``.
+        log_rates: ``log10`` of the rate each finished trial of the same configuration
+            trained at.
+        losses: Each of those trials' results, as for :func:`divergence_cap`.
+
+    The edge is :func:`divergence_cap` over the rates themselves: the lowest rate that
+    went very bad above the highest rate that went well (``good``). A rate below the edge
+    is kept (``None``). One at or above it moves to the middle of ``(good, edge)`` in
+    log space: each such trial either trains well there (raising ``good``) or not
+    (lowering the edge), so the rates between are bisected instead of tried again where
+    training is known to fail. The offset's cap cannot do this across configurations
+    whose sweeps' drop points differ while their rates diverge alike (the CLI demo's
+    narrow networks drop at 3x the rate of its wide ones and diverge at the same rates).
+    """
+    rates = np.asarray(log_rates, dtype=float)
+    loss = np.asarray(losses, dtype=float)
+    if rates.shape != loss.shape or rates.ndim != 1:
+        raise ValueError(
+            "`log_rates` and `losses` must be 1-D and of equal length, but got shapes "
+            f"{rates.shape} and {loss.shape}."
+        )
+    edge = _divergence_edge(rates, loss)
+    if edge is None or log_rate < edge[1]:
+        return None
+    good, top = edge
+    return 0.5 * (good + top), good, top
 
 
 def prior_interval(
