@@ -22,6 +22,7 @@ import json
 import math
 import multiprocessing
 from pathlib import Path
+import shlex
 import time
 from typing import Any
 
@@ -758,9 +759,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("--trials", args.trials),
         ("--tasks", args.tasks),
         ("--methods", args.methods),
+        ("--out", args.out),
     ):
         if value is not None:
-            command += f" {flag} {value}"
+            command += f" {flag} {shlex.quote(str(value))}"
     if args.jobs > 1:
         command += f" --jobs {args.jobs}"
     import subprocess
