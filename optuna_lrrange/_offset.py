@@ -1,12 +1,13 @@
 """The sampler's ``"offset"`` placement: the glue between Optuna and ``core._placement``.
 
-With ``LRRangeSampler(placement="offset")``, the default, :func:`optuna_lrrange.attach` suggests a
-second parameter, ``"<param_name>:offset"``, with the same distribution in every trial
-(``core.OFFSET_RANGE``, in decades), so the base sampler's joint model (multivariate TPE,
-GP, CMA-ES) sees it with every other parameter. When the objective then asks for the
-rate, the sampler sweeps, finds the sweep's anchor (its drop point) and returns
-``anchor * 10 ** offset`` clipped into ``[low, high]``; the rate itself never reaches the
-base sampler. Recorded on the trial, besides the band mode's keys:
+With ``LRRangeSampler(placement="offset")``, the default, :func:`optuna_lrrange.attach`
+suggests a second parameter, ``"<param_name>:offset"``, with the same distribution in
+every trial (``core.OFFSET_RANGE``, in decades), so the base sampler's joint model
+(multivariate TPE, GP, CMA-ES) sees it with every other parameter. When the objective
+then asks for the rate, the sampler sweeps, finds the sweep's anchor (its drop point) and
+returns ``anchor * 10 ** offset`` clipped into ``[low, high]`` (and bisected below where
+trials of the same configuration diverged); the rate itself never reaches the base
+sampler. Recorded on the trial, besides the band mode's keys:
 
     ``lrrange:placement``  ``"offset"``
     ``lrrange:anchor``     the anchor the rate was placed from (the trial's own sweep's, a
@@ -18,8 +19,8 @@ base sampler. Recorded on the trial, besides the band mode's keys:
                            when the offset was drawn), or ``None``
 
 ``lrrange:band_used`` holds the rates the offset's range reaches from the anchor (inside
-``[low, high]``), and ``lrrange:source`` the trial whose sweep gave the anchor (``None``
-for the study's median).
+``[low, high]``; for a rate moved below a divergence, the interval it bisects), and
+``lrrange:source`` the trial whose sweep gave the anchor (``None`` for the study's median).
 """
 
 from __future__ import annotations
