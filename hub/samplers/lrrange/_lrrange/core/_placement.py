@@ -141,19 +141,22 @@ def divergence_cap(offsets: Sequence[float], losses: Sequence[float]) -> float |
     hyperparameter's doing, not divergence, and the cap never closes an offset that
     trained well.
     """
-    off = np.asarray(offsets, dtype=float)
-    loss = np.asarray(losses, dtype=float)
-    if off.shape != loss.shape or off.ndim != 1:
-        raise ValueError(
-            "`offsets` and `losses` must be 1-D and of equal length, but got shapes "
-            f"{off.shape} and {loss.shape}."
-        )
-    edge = _divergence_edge(off, loss)
+    edge = _divergence_edge(offsets, losses, "offsets")
     return None if edge is None else edge[1]
 
 
-def _divergence_edge(values: np.ndarray, loss: np.ndarray) -> tuple[float, float] | None:
-    """``(highest good value, lowest very bad value above it)``, or ``None``."""
+def _divergence_edge(
+    coordinates: Sequence[float], losses: Sequence[float], name: str
+) -> tuple[float, float] | None:
+    """``(highest good coordinate, lowest very bad coordinate above it)``, or ``None``;
+    ``name`` is the coordinates' argument, for the error on mismatched lengths."""
+    values = np.asarray(coordinates, dtype=float)
+    loss = np.asarray(losses, dtype=float)
+    if values.shape != loss.shape or values.ndim != 1:
+        raise ValueError(
+            f"`{name}` and `losses` must be 1-D and of equal length, but got shapes "
+            f"{values.shape} and {loss.shape}."
+        )
     finite = np.isfinite(loss)
     if not finite.any():
         return None
@@ -188,14 +191,7 @@ def below_divergence(
     whose sweeps' drop points differ while their rates diverge alike (the CLI demo's
     narrow networks drop at 3x the rate of its wide ones and diverge at the same rates).
     """
-    rates = np.asarray(log_rates, dtype=float)
-    loss = np.asarray(losses, dtype=float)
-    if rates.shape != loss.shape or rates.ndim != 1:
-        raise ValueError(
-            "`log_rates` and `losses` must be 1-D and of equal length, but got shapes "
-            f"{rates.shape} and {loss.shape}."
-        )
-    edge = _divergence_edge(rates, loss)
+    edge = _divergence_edge(log_rates, losses, "log_rates")
     if edge is None or log_rate < edge[1]:
         return None
     good, top = edge
