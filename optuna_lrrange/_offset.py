@@ -199,11 +199,16 @@ def _loss(study: Study, t: FrozenTrial) -> float:
     return -v if study.direction == StudyDirection.MAXIMIZE else v
 
 
+def _finished(study: Study) -> list[FrozenTrial]:
+    """The trials whose result is known: complete, pruned or failed."""
+    states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return study._storage.get_all_trials(study._study_id, deepcopy=False, states=states)
+
+
 def cap(study: Study, param_name: str) -> float | None:
     """The divergence cap learned from the finished trials placed from an anchor."""
     offsets, losses = [], []
-    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    for t in study._storage.get_all_trials(study._study_id, deepcopy=False, states=finished):
+    for t in _finished(study):
         a, lr = t.user_attrs.get(ANCHOR_KEY), t.params.get(param_name)
         if a is None or lr is None:
             continue
@@ -229,8 +234,7 @@ def below_divergence(
         if n not in own and isinstance(trial.distributions.get(n), CategoricalDistribution)
     }
     rates, losses = [], []
-    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    for t in study._storage.get_all_trials(study._study_id, deepcopy=False, states=finished):
+    for t in _finished(study):
         lr = t.params.get(param_name)
         if not isinstance(lr, (int, float)) or not lr > 0:
             continue
