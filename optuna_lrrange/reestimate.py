@@ -586,10 +586,8 @@ def _decide(
     """
     suggestion = sweep.suggest(method)
     outcome: dict[str, Any] = {}
-    if suggestion.lr is None and method is None:
-        edge = sweep.suggest("edge_div10")
-        if edge.lr is not None:
-            outcome["fallback_from"], suggestion = suggestion.reason, edge
+    if method is None and suggestion.method == "edge_div10":
+        outcome["fallback_from"] = suggestion.reason
     chosen = previous
     if suggestion.lr is None:
         outcome["kept_reason"] = suggestion.reason

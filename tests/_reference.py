@@ -203,8 +203,9 @@ def edge_div10(lrs, losses, margin=4.0, divisor=10.0):
     med = statistics.median(steps)
     noise = 1.4826 * statistics.median([abs(s - med) for s in steps]) / math.sqrt(2)
     start = sum(losses[:k]) / k
+    rise = max(margin * noise / math.sqrt(k), 1e-9 * abs(start))  # not a rounding error
     for end in range(k - 1, n):
-        if sum(losses[end - k + 1 : end + 1]) / k > start + margin * noise / math.sqrt(k):
+        if sum(losses[end - k + 1 : end + 1]) / k > start + rise:
             return lrs[end - k // 2] / divisor, None
     if hit:
         return lrs[-1] / divisor, None

@@ -181,8 +181,28 @@ def test_rules_say_why_when_they_cannot_suggest():
     assert ol.suggest([1e-3, 1e-2], [1.0, 0.9]).reason == "too_few_points"
     assert ol.suggest([], []).reason == "too_few_points"
     rising = np.linspace(1, 2, 50).tolist()
-    s = ol.suggest(np.geomspace(1e-3, 1, 50).tolist(), rising)
+    s = ol.suggest(np.geomspace(1e-3, 1, 50).tolist(), rising, "descent_band")
     assert (s.lr, s.band, s.reason) == (None, None, "never_descends")
+
+
+def test_the_default_suggestion_reads_a_sweep_without_descent_by_its_edge():
+    # Flat (noisy) until the loss rises from 0.05 on: the default rule declines it, and
+    # the default suggestion is then the edge rule's, with the default rule's reason.
+    lrs = np.geomspace(1e-4, 1, 60)
+    rng = np.random.default_rng(1)
+    losses = 0.3 + rng.normal(0, 0.01, 60) + np.where(lrs > 0.05, np.log10(lrs / 0.05) * 3, 0)
+    assert ol.suggest(lrs, losses, "descent_band").reason == "never_descends"
+    edge = ol.suggest(lrs, losses, "edge_div10")
+    s = ol.suggest(lrs, losses)
+    assert (s.lr, s.band, s.method, s.reason) == (edge.lr, None, "edge_div10", "never_descends")
+    assert 0.05 / 10 / 3 < s.lr <= 0.05 / 10
+    # A sweep with no edge either (flat to the end) is still declined, with the reason.
+    flat = 0.3 + rng.normal(0, 0.01, 60)
+    s = ol.suggest(lrs, flat)
+    assert (s.lr, s.band, s.method, s.reason) == (None, None, "descent_band", "never_descends")
+    # A sweep that descends is the default rule's, untouched.
+    falling = 1.0 - 0.5 * (lrs > 1e-2) + rng.normal(0, 0.01, 60)
+    assert ol.suggest(lrs, falling) == ol.suggest(lrs, falling, "descent_band")
 
 
 def test_suggest_rejects_bad_input_with_what_it_got():
@@ -331,7 +351,7 @@ def test_edge_rule_finds_where_a_flat_sweep_starts_to_rise():
     lrs = np.geomspace(1e-4, 1, 40)
     rng = np.random.default_rng(0)
     losses = 0.3 + rng.normal(0, 0.01, 40) + np.where(lrs > 0.05, np.log10(lrs / 0.05) * 3, 0)
-    assert ol.suggest(lrs, losses).reason == "never_descends"
+    assert ol.suggest(lrs, losses, method="descent_band").reason == "never_descends"
     s = ol.suggest(lrs, losses, method="edge_div10")
     assert 0.05 / 10 / 3 < s.lr <= 0.05 / 10
     flat = 0.3 + rng.normal(0, 0.01, 40)

@@ -86,6 +86,23 @@ def test_defaults_match_the_reference(curve):
     assert got.reason == want_reason
 
 
+@settings(max_examples=100, deadline=None)
+@given(curve=curves)
+def test_the_default_suggestion_matches_the_reference(curve):
+    # suggest() without a method: descent_band, or edge_div10 where descent_band declines.
+    lrs, losses = curve
+    got = core.suggest(lrs, losses)
+    want_lr, want_band, want_reason = plain_descent_band(lrs, losses)
+    method = "descent_band"
+    if want_lr is None:
+        edge_lr, _ = ref.edge_div10(lrs, losses)
+        if edge_lr is not None:
+            want_lr, method = edge_lr, "edge_div10"
+    assert (got.method, got.reason) == (method, want_reason)
+    assert close(got.lr, want_lr)
+    assert close(got.band, want_band)
+
+
 def test_the_band_is_one_and_a_half_decades_around_the_drop_point():
     lrs, losses = make_curve(3, 100, 0.0, centre=-3, blowup=True, spikes=0)
     s = core.descent_band(lrs, losses)

@@ -36,7 +36,9 @@ class Suggestion:
             descent where the loss still falls fast; ``None`` when there is none.
         method: The rule's name.
         reason: Why ``lr`` is ``None`` (``"too_few_points"``, ``"never_descends"``,
-            ``"diverged_at_once"``); ``None`` when there is a suggestion.
+            ``"diverged_at_once"``); ``None`` when there is a suggestion, except for the
+            default suggestion read from the divergence edge (``method`` is
+            ``"edge_div10"``): there it says why the default rule gave none.
     """
 
     lr: float | None
@@ -373,7 +375,10 @@ def edge_div10(
         return _fail(method, _precheck(lr, loss, hit) or TOO_FEW_POINTS)
     k = max(3, n // 10)
     means = sma(loss, k)
-    limit = means[k - 1] + margin * _step_noise(loss) / math.sqrt(k)
+    # The floor keeps a loss that never moves (noise 0) from "rising" by the rounding of
+    # the running means.
+    rise = max(margin * _step_noise(loss) / math.sqrt(k), 1e-9 * abs(float(means[k - 1])))
+    limit = means[k - 1] + rise
     risen = np.flatnonzero(means[k - 1 :] > limit)
     if risen.size:
         edge = float(lr[int(risen[0]) + k - 1 - k // 2])
@@ -418,11 +423,23 @@ def suggest(
         A :class:`Suggestion` whose ``lr`` comes from the named rule. Its ``band`` is the
         named rule's own for the rules in ``BAND_RULES`` and the default rule's band for
         the others (or ``None`` with the reason).
+
+        With ``method=None``, a sweep in which the default rule finds no descent clear of
+        the noise is read by its divergence edge instead: the suggestion is
+        ``edge_div10``'s (``method="edge_div10"``, no band, ``reason`` the default rule's),
+        as ``LRReestimator`` reads a sweep from trained weights. A noisy sweep (per-batch
+        losses of a small batch) can fall by half without clearing the descent check, and
+        declining it threw away a rate that the edge places well; a sweep that really never
+        descends (the loss flat until it diverges) is exactly what ``edge_div10`` is made
+        for. Only a sweep with no edge either is declined.
     """
     name = DEFAULT_METHOD if method is None else method
     if name not in RULES:
         raise ValueError(f"`method` must be one of {sorted(RULES)} or None, but got {method!r}.")
     result = RULES[name](lrs, losses)
+    if method is None and result.lr is None:
+        edge = edge_div10(lrs, losses)
+        return result if edge.lr is None else replace(edge, reason=result.reason)
     if name in BAND_RULES:
         return result
     return replace(result, band=RULES[DEFAULT_METHOD](lrs, losses).band)
