@@ -13,7 +13,8 @@ by ``build(setting)``; the budget is in epochs, so a smaller batch trains more s
 ``role`` records the held-out splits: ``design`` tasks may be looked at while choosing the
 sampler's placement default; ``held_out`` tasks were written down after that default was
 frozen, ``held_out_2`` tasks after the next changes to the placement (settled sweeps, the
-moved anchor) were, and both are evaluated only (see the study's README for the commits).
+moved anchor) were, ``held_out_3`` tasks after the default suggestion's edge fallback was;
+all three are evaluated only (see the study's README for the commits).
 """
 
 from __future__ import annotations
@@ -279,6 +280,58 @@ TASKS: list[Task] = [
         _with(lambda s: MLP(10, 1, 64), _adam, lambda s: s),
         F.mse_loss,
         10,
+    ),
+    # Third held-out split: written down after the default suggestion's edge fallback was
+    # frozen (commit a34eff7), evaluated only.
+    Task(
+        "diabetes_mlp_sgd_batch",
+        "held_out_3",
+        "diabetes, MLP 10-32-1, SGD momentum 0.9, MSE regression, 10 epochs; batch size 4/16/64",
+        diabetes,
+        "batch_size",
+        (4, 16, 64),
+        16,
+        _with(lambda s: MLP(10, 1, 32), _sgd_momentum, lambda s: s),
+        F.mse_loss,
+        10,
+    ),
+    Task(
+        "cancer_mlp_rmsprop_batch",
+        "held_out_3",
+        "breast cancer, MLP 30-32-1, RMSprop, binary cross-entropy, 8 epochs; batch size 4/16/64",
+        breast_cancer,
+        "batch_size",
+        (4, 16, 64),
+        16,
+        _with(lambda s: MLP(30, 1, 32), _rmsprop, lambda s: s),
+        _bce,
+        8,
+    ),
+    Task(
+        "digits_mlp_plain_sgd_width",
+        "held_out_3",
+        "digits, MLP 64-w-10, SGD (no momentum), cross-entropy, batch 32, 4 epochs; "
+        "width 16/128/1024",
+        digits,
+        "width",
+        (16, 128, 1024),
+        128,
+        _with(lambda s: MLP(64, 10, s), _plain_sgd, lambda s: 32),
+        F.cross_entropy,
+        4,
+    ),
+    Task(
+        "mnist1d_mlp_adamw_width",
+        "held_out_3",
+        "MNIST-1D, MLP 40-w-10, AdamW (weight decay 0.01), cross-entropy, batch 64, "
+        "3 epochs; width 32/256/1024",
+        mnist1d,
+        "width",
+        (32, 256, 1024),
+        256,
+        _with(lambda s: MLP(40, 10, s), _adamw, lambda s: 64),
+        F.cross_entropy,
+        3,
     ),
 ]
 
