@@ -366,40 +366,6 @@ def fastai_minimum_div10(lrs: Sequence[float], losses: Sequence[float]) -> float
     return float(lr[start:end][int(np.argmin(smooth))] / 10)
 
 
-#: The descent check's window in the proposed variant: ``max(3, n // 5)`` steps instead of
-#: today's ``max(3, n // 10)`` (same threshold, 4 x noise / sqrt(k)).
-PROPOSED_WINDOW_DIVISOR = 5
-
-
-def _proposed_precheck(lr: np.ndarray, loss: np.ndarray, hit_non_finite: bool) -> str | None:
-    """Today's descent check with a window twice as long (a what-if, study-local)."""
-    from optuna_lrrange.core import DIVERGED_AT_ONCE, MIN_POINTS, NEVER_DESCENDS, TOO_FEW_POINTS
-    from optuna_lrrange.core._rules import _step_noise
-    from optuna_lrrange.core._smoothing import sma
-
-    n = lr.size
-    if n < MIN_POINTS:
-        if hit_non_finite or (n >= 2 and loss[-1] > loss[0]):
-            return DIVERGED_AT_ONCE
-        return TOO_FEW_POINTS
-    k = max(3, n // PROPOSED_WINDOW_DIVISOR)
-    means = sma(loss, k)
-    start, low = float(means[k - 1]), float(np.nanmin(means))
-    if start - low <= 4 * _step_noise(loss) / math.sqrt(k):
-        return NEVER_DESCENDS
-    return None
-
-
-def suggest_with_proposed_check(lrs: Sequence[float], losses: Sequence[float]) -> Any:
-    """The default rule's suggestion with the proposed descent check in place of today's."""
-    from unittest import mock
-
-    from optuna_lrrange.core import _rules, suggest
-
-    with mock.patch.object(_rules, "_precheck", _proposed_precheck):
-        return suggest(lrs, losses)
-
-
 def point_suggestions(
     tables: Tables,
     tasks: Sequence[str],
@@ -415,7 +381,7 @@ def point_suggestions(
 
     rules = (
         "default",
-        "default, descent check k = n // 5",
+        "descent_band",
         "minimum_div10",
         "valley",
         "steepest",
@@ -434,9 +400,6 @@ def point_suggestions(
                     if rule == "fastai_minimum_div10":
                         lr: float | None = fastai_minimum_div10(raw["lrs"], losses)
                         reason = None
-                    elif rule.startswith("default, "):
-                        s = suggest_with_proposed_check(raw["lrs"], losses)
-                        lr, reason = s.lr, s.reason
                     else:
                         s = suggest(raw["lrs"], losses, None if rule == "default" else rule)
                         lr, reason = s.lr, s.reason
@@ -449,6 +412,9 @@ def point_suggestions(
                 ]
                 case["fastai_near"] = bool(fastai_near)
                 case["false_decline"] = case["default"]["lr"] is None and bool(fastai_near)
+                case["edge_fallback"] = case["default"]["lr"] is not None and (
+                    case["descent_band"]["lr"] is None
+                )
                 cases.append(case)
     summary: dict[str, Any] = {}
     for rule in rules:
@@ -463,10 +429,10 @@ def point_suggestions(
         "cases": cases,
         "summary": summary,
         "false_declines": sum(c["false_decline"] for c in cases),
-        "false_declines_proposed": sum(
-            c["fastai_near"] and c["default, descent check k = n // 5"]["lr"] is None
-            for c in cases
+        "false_declines_descent_band": sum(
+            c["fastai_near"] and c["descent_band"]["lr"] is None for c in cases
         ),
+        "edge_fallbacks": sum(c["edge_fallback"] for c in cases),
         "n": len(cases),
     }
 
@@ -592,10 +558,12 @@ def write_markdown(result: dict[str, Any], path: Path) -> str:
             )
         lines += [
             "",
-            f"False declines (the default rule declines where a fastai rule finds a rate "
-            f"within 5% of the best): {ps['false_declines']} of {ps['n']} with today's "
-            f"descent check, {ps['false_declines_proposed']} with the proposed one (a window "
-            f"of n // {PROPOSED_WINDOW_DIVISOR} steps instead of n // 10).",
+            f"False declines (no rate where a fastai rule finds one within 5% of the "
+            f"best): {ps['false_declines']} of {ps['n']} for the default suggestion, "
+            f"{ps['false_declines_descent_band']} for `descent_band` alone (the default "
+            f"before the edge fallback). The default suggestion read "
+            f"{ps['edge_fallbacks']} sweeps by their edge (`edge_div10`), where "
+            "`descent_band` declined.",
             "",
         ]
     text = "\n".join(lines)
