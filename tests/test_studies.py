@@ -337,3 +337,51 @@ def test_table_study_reads_the_table_between_grid_points_and_counts_steps_to_tar
     held_out = summary["by_role"]["held_out"]["ratios"]["LR(TPE) band"]
     assert design["trial_ratio_geomean"] == pytest.approx(0.25)
     assert held_out["trial_ratio_geomean"] == pytest.approx(2.0)
+
+
+def test_table_ceiling_moves_each_sweep_onto_its_settings_best_rate(monkeypatch, tmp_path):
+    # The ceiling's sweeps are the pool's, rates multiplied by one factor: losses untouched,
+    # and the drop points land where the prior's middle falls on the setting's best
+    # seed-mean rate (the setting's median drop point; each sweep's own in mode "sweep").
+    monkeypatch.syspath_prepend(str(ROOT))
+    import math
+
+    import numpy as np
+
+    from optuna_lrrange.core import RangeTestConfig, _placement
+    from studies.tables.ceiling import MovedPool, SweepMovedPool, best_rate
+    from studies.tables.tables import GRID, POOL_SEEDS, TABLE_SEEDS, Tables
+
+    tables = Tables(ROOT / "studies" / "tables" / "results" / "tables.json")
+    task, setting = "digits_mlp_sgd_batch", 8
+    mean = tables.curves(task, setting, GRID, TABLE_SEEDS).mean(axis=0)
+    best = best_rate(tables, task, setting)
+    assert best == GRID[int(np.argmin(mean))] and best < 0.05  # batch 8 trains best low
+    target = math.log10(best) - float(np.mean(_placement.PRIOR_OFFSETS))
+    for pool_cls in (MovedPool, SweepMovedPool):
+        pool = pool_cls(tables, task)
+        drops = []
+        for seed in POOL_SEEDS:
+            raw = tables.sweep(task, setting, seed)
+            moved = pool.sweep(setting, seed, RangeTestConfig())
+            factors = np.asarray(moved.lrs) / np.asarray(raw["lrs"])
+            assert np.allclose(factors, factors[0])
+            assert [x if math.isfinite(x) else None for x in moved.losses] == raw["losses"]
+            drops.append(math.log10(_placement.anchor(moved.lrs, moved.losses)[0]))
+        if pool_cls is SweepMovedPool:
+            assert drops == pytest.approx([target] * len(drops))
+        else:
+            assert float(np.median(drops)) == pytest.approx(target)
+            assert max(drops) - min(drops) > 0.1  # the scatter is kept
+
+    # A smoke run on one task: the offset methods in both modes, against the recorded bases.
+    run_study(
+        "-m", "studies.tables.ceiling", "--seeds", "1", "--trials", "10",
+        "--tasks", "diabetes_mlp_sgd_width", "--out", str(tmp_path),
+    )  # fmt: skip
+    result = json.loads((tmp_path / "ceiling.json").read_text())
+    assert len(result["studies"]) == 4
+    assert set(result["summary"]["ratios"]) == {
+        f"LR({b}) offset{v}" for b in ("TPE", "GP") for v in ("", " [setting]", " [sweep]")
+    }
+    assert "LR(TPE) offset [sweep]" in (tmp_path / "ceiling.md").read_text()

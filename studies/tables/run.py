@@ -144,8 +144,13 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def run_study(job: tuple[str, str, str, int, int, str, bool]) -> dict[str, Any]:
-    """One study on one table, on in-memory storage; stops at the target."""
+def run_study(
+    job: tuple[str, str, str, int, int, str, bool], pool_factory: Callable[..., Pool] = Pool
+) -> dict[str, Any]:
+    """One study on one table, on in-memory storage; stops at the target.
+
+    ``pool_factory(tables, task)`` makes the trials' sweep source (``ceiling.py`` hands in
+    one whose sweeps are moved onto the table's best rates)."""
     import optuna
 
     import optuna_lrrange
@@ -162,7 +167,7 @@ def run_study(job: tuple[str, str, str, int, int, str, bool]) -> dict[str, Any]:
     curves = {s: tables.curves(task_name, s, grid, seeds) for s in settings}
     best = min(float(c.mean(axis=0).min()) for c in curves.values())
     target = best * NEAR
-    pool = Pool(tables, task_name)
+    pool = pool_factory(tables, task_name)
     narrowed = placement_of(method) is not None
     steps = {s: train_steps(task, s) for s in settings}
 
