@@ -374,6 +374,17 @@ def test_table_ceiling_moves_each_sweep_onto_its_settings_best_rate(monkeypatch,
             assert float(np.median(drops)) == pytest.approx(target)
             assert max(drops) - min(drops) > 0.1  # the scatter is kept
 
+    # The what-if prior: the interval's width around the package prior's middle.
+    from studies.tables.ceiling import set_prior
+
+    saved = (_placement.prior_interval.__defaults__, _placement.in_reach.__defaults__)
+    try:
+        assert set_prior(0.5) == pytest.approx((-0.65, -0.15))
+        assert _placement.prior_interval(None) == pytest.approx((-0.65, -0.15))
+    finally:
+        _placement.prior_interval.__defaults__, _placement.in_reach.__defaults__ = saved
+    assert _placement.prior_interval(None) == _placement.PRIOR_OFFSETS
+
     # A smoke run on one task: the offset methods in both modes, against the recorded bases.
     run_study(
         "-m", "studies.tables.ceiling", "--seeds", "1", "--trials", "10",

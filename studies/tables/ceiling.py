@@ -107,8 +107,23 @@ class SweepMovedPool(MovedPool):
 POOLS = {"setting": MovedPool, "sweep": SweepMovedPool}
 
 
+def set_prior(decades: float) -> tuple[float, float]:
+    """Makes this process's sampler draw its independent offsets from ``decades`` around
+    the middle of ``PRIOR_OFFSETS`` (a what-if for this study: the package has no such
+    option); returns the new interval."""
+    from optuna_lrrange.core import _placement
+
+    middle = float(np.mean(_placement.PRIOR_OFFSETS))
+    prior = (middle - decades / 2, middle + decades / 2)
+    _placement.prior_interval.__defaults__ = (prior, _placement.OFFSET_RANGE)
+    _placement.in_reach.__defaults__ = (prior,)
+    return prior
+
+
 def _run(job: tuple[Any, ...]) -> dict[str, Any]:
-    mode, study_job = job[0], job[1:]
+    mode, decades, study_job = job[0], job[1], job[2:]
+    if decades is not None:
+        set_prior(decades)
     rec = run_study(study_job, pool_factory=POOLS[mode])
     return {
         k: rec[k]
@@ -187,7 +202,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> str:
         "",
         f"Command: `{cfg['command']}` ({cfg['studies']} studies in {cfg['minutes']:.1f} min; "
         f"code `{cfg['code_commit']}`). Learning rate and a second hyperparameter, "
-        f"{cfg['n_seeds']} study seeds per task, at most {cfg['n_trials']} trials. Each "
+        f"{cfg['n_seeds']} study seeds per task, at most {cfg['n_trials']} trials; the "
+        f"first offsets drawn from {cfg['prior_offsets']} decades. Each "
         "trial's sweep is moved so that the prior's middle lands on its setting's best "
         "seed-mean rate (`setting`: the setting's median drop point is moved there, each "
         "sweep keeps its scatter; `sweep`: each sweep's own drop point is moved there). "
@@ -233,6 +249,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=100, help="trials per study (at most)")
     parser.add_argument("--tasks", default=None, help="comma-separated task names")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "ceiling")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated modes")
+    parser.add_argument(
+        "--prior-decades",
+        type=float,
+        default=None,
+        help="width of the interval the first offsets are drawn from, around the package "
+        "prior's middle (default: the package's own, 1.5 decades)",
+    )
     args = parser.parse_args(argv)
 
     from studies.tables.tasks import TASKS
@@ -245,10 +269,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         if unknown:
             parser.error(f"--tasks must name tasks among {names}; got unknown {unknown}")
         names = [n for n in names if n in args.tasks.split(",")]
+    if not set(args.modes.split(",")) <= set(MODES):
+        parser.error(f"--modes must be among {list(MODES)}; got {args.modes!r}")
+    if args.prior_decades is not None and not 0 < args.prior_decades <= 3:
+        parser.error(f"--prior-decades must be in (0, 3]; got {args.prior_decades}")
+    from optuna_lrrange.core import _placement
+
+    prior = (
+        _placement.PRIOR_OFFSETS if args.prior_decades is None else set_prior(args.prior_decades)
+    )
     tables_path = HERE / "results" / "tables.json"
     jobs = [
-        (mode, task, "two", method, seed, args.trials, str(tables_path), False)
-        for mode in MODES
+        (mode, args.prior_decades, task, "two", method, seed, args.trials, str(tables_path), False)
+        for mode in args.modes.split(",")
         for method in METHODS
         for task in names
         for seed in range(args.seeds)
@@ -276,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("--trials", args.trials, 100),
         ("--tasks", args.tasks, None),
         ("--out", args.out, HERE / "results" / "ceiling"),
+        ("--modes", args.modes, ",".join(MODES)),
+        ("--prior-decades", args.prior_decades, None),
     ):
         if value != default:
             command += f" {flag} {shlex.quote(str(value))}"
@@ -291,6 +326,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "n_trials": args.trials,
             "studies": len(jobs),
             "minutes": minutes,
+            "prior_offsets": [round(x, 3) for x in prior],
         },
         "summary": summarise(records, recorded),
         "studies": records,
