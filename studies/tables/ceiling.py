@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from studies.tables.run import HERE, Pool, geomean, run_study
+from studies.tables.run import HERE, Pool, against_base, run_study, select_tasks
 from studies.tables.tables import GRID, POOL_SEEDS, TABLE_SEEDS, Tables
 
 MODES = ("setting", "sweep")
@@ -160,38 +160,18 @@ def summarise(records: list[dict[str, Any]], recorded: dict[str, Any]) -> dict[s
         medians[task] = row
     ratios: dict[str, Any] = {}
     for method in METHODS:
-        base = method.split("(")[1].split(")")[0]
-        for variant in ("", *(f" [{m}]" for m in MODES)):
-            name = method + variant
-            have = [t for t in tasks if name in medians[t] and base in medians[t]]
-            if not have:
+        for name in (method, *(f"{method} [{m}]" for m in MODES)):
+            against = against_base(medians, name)
+            if against is None:
                 continue
-            by_role: dict[str, list[float]] = {}
-            for t in have:
-                by_role.setdefault(TASKS_BY_NAME[t].role, []).append(
-                    medians[t][name]["median_trials"] / medians[t][base]["median_trials"]
-                )
-            ratios[name] = {
-                "vs": base,
-                "tasks": len(have),
-                "trial_ratio_geomean": geomean(
-                    [
-                        medians[t][name]["median_trials"] / medians[t][base]["median_trials"]
-                        for t in have
-                    ]
-                ),
-                "step_ratio_geomean": geomean(
-                    [
-                        medians[t][name]["median_steps"] / medians[t][base]["median_steps"]
-                        for t in have
-                    ]
-                ),
-                "tasks_later_than_base": sum(
-                    medians[t][name]["median_trials"] > medians[t][base]["median_trials"]
-                    for t in have
-                ),
-                "trial_ratio_geomean_by_role": {k: geomean(v) for k, v in by_role.items()},
-            }
+            by_role: dict[str, float] = {}
+            for role in dict.fromkeys(TASKS_BY_NAME[t].role for t in medians):
+                mine = {t: row for t, row in medians.items() if TASKS_BY_NAME[t].role == role}
+                r = against_base(mine, name)
+                if r is not None:
+                    by_role[role] = r["trial_ratio_geomean"]
+            against["trial_ratio_geomean_by_role"] = by_role
+            ratios[name] = against
     return {"tasks": medians, "ratios": ratios}
 
 
@@ -263,12 +243,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     recorded_path = HERE / "results" / "results.json"
     recorded_all = json.loads(recorded_path.read_text())
-    names = [t.name for t in TASKS]
-    if args.tasks:
-        unknown = sorted(set(args.tasks.split(",")) - set(names))
-        if unknown:
-            parser.error(f"--tasks must name tasks among {names}; got unknown {unknown}")
-        names = [n for n in names if n in args.tasks.split(",")]
+    names = select_tasks(parser, [t.name for t in TASKS], args.tasks)
     if not set(args.modes.split(",")) <= set(MODES):
         parser.error(f"--modes must be among {list(MODES)}; got {args.modes!r}")
     if args.prior_decades is not None and not 0 < args.prior_decades <= 3:

@@ -244,28 +244,48 @@ def geomean(xs: Sequence[float]) -> float:
     return float(np.exp(np.mean(np.log(xs))))
 
 
+def against_base(per_task: dict[str, Any], method: str) -> dict[str, Any] | None:
+    """``method``'s medians against its plain base sampler's, over the tasks of
+    ``per_task`` that hold both (``None`` if none does)."""
+    base = base_of(method)
+    pairs = [(r[method], r[base]) for r in per_task.values() if method in r and base in r]
+    if not pairs:
+        return None
+    t_ratios = [a["median_trials"] / b["median_trials"] for a, b in pairs]
+    s_ratios = [a["median_steps"] / b["median_steps"] for a, b in pairs]
+    return {
+        "vs": base,
+        "tasks": len(pairs),
+        "trial_ratio_geomean": geomean(t_ratios),
+        "step_ratio_geomean": geomean(s_ratios),
+        "trial_ratios": t_ratios,
+        "step_ratios": s_ratios,
+        "tasks_later_than_base": sum(x > 1 for x in t_ratios),
+    }
+
+
+def select_tasks(
+    parser: argparse.ArgumentParser, names: list[str], wanted: str | None
+) -> list[str]:
+    """The tasks of ``names`` that ``--tasks`` (``wanted``, comma-separated) names, in
+    their order; all of them when it is not given. An unknown name is a parser error."""
+    if not wanted:
+        return names
+    unknown = sorted(set(wanted.split(",")) - set(names))
+    if unknown:
+        parser.error(f"--tasks must name tasks among {names}; got unknown {unknown}")
+    return [n for n in names if n in wanted.split(",")]
+
+
 def _compare(per_task: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Over the tasks of ``per_task``: each LR method against its plain base sampler, and
     the offset placement against the band, per base sampler."""
     ratios: dict[str, Any] = {}
     for method in METHODS:
-        base = base_of(method)
-        if method == base:
-            continue
-        pairs = [(r[method], r[base]) for r in per_task.values() if method in r and base in r]
-        if not pairs:
-            continue
-        t_ratios = [a["median_trials"] / b["median_trials"] for a, b in pairs]
-        s_ratios = [a["median_steps"] / b["median_steps"] for a, b in pairs]
-        ratios[method] = {
-            "vs": base,
-            "tasks": len(pairs),
-            "trial_ratio_geomean": geomean(t_ratios),
-            "step_ratio_geomean": geomean(s_ratios),
-            "trial_ratios": t_ratios,
-            "step_ratios": s_ratios,
-            "tasks_later_than_base": sum(x > 1 for x in t_ratios),
-        }
+        if method != base_of(method):
+            against = against_base(per_task, method)
+            if against is not None:
+                ratios[method] = against
     # The new placement against the old one, same base: trials, steps and sweep steps
     # to the target (medians per task, geometric mean over tasks).
     placements: dict[str, Any] = {}
@@ -649,12 +669,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from studies.tables.tasks import TASKS
 
-    names = [t.name for t in TASKS]
-    if args.tasks:
-        unknown = sorted(set(args.tasks.split(",")) - set(names))
-        if unknown:
-            parser.error(f"--tasks must name tasks among {names}; got unknown {unknown}")
-        names = [n for n in names if n in args.tasks.split(",")]
+    names = select_tasks(parser, [t.name for t in TASKS], args.tasks)
     methods = list(METHODS)
     if args.methods:
         unknown = sorted(set(args.methods.split(",")) - set(METHODS))
