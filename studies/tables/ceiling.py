@@ -72,23 +72,29 @@ class MovedPool(Pool):
 
     mode = "setting"
 
-    def setting_factor(self, setting: int) -> float:
-        drops = []
-        for seed in POOL_SEEDS:
-            raw = self.tables.sweep(self.task, setting, seed)
-            losses = [math.nan if x is None else x for x in raw["losses"]]
-            d = _drop_point(raw["lrs"], losses)
-            if d is not None:
-                drops.append(math.log10(d))
-        best = best_rate(self.tables, self.task, setting)
-        if not drops:
-            return 1.0
-        return _target_anchor(best) / 10.0 ** float(np.median(drops))
+    def __init__(self, tables: Tables, task: str) -> None:
+        super().__init__(tables, task)
+        self._targets: dict[int, tuple[float, float]] = {}
+
+    def target(self, setting: int) -> tuple[float, float]:
+        """``(where a drop point must sit, the setting's factor)``, computed once."""
+        if setting not in self._targets:
+            drops = []
+            for seed in POOL_SEEDS:
+                raw = self.tables.sweep(self.task, setting, seed)
+                losses = [math.nan if x is None else x for x in raw["losses"]]
+                d = _drop_point(raw["lrs"], losses)
+                if d is not None:
+                    drops.append(math.log10(d))
+            where = _target_anchor(best_rate(self.tables, self.task, setting))
+            factor = where / 10.0 ** float(np.median(drops)) if drops else 1.0
+            self._targets[setting] = where, factor
+        return self._targets[setting]
 
     def sweep(self, setting: int, seed: int, config: Any) -> Any:
         from optuna_lrrange.core import RangeTestConfig, Sweep
 
-        f = self.setting_factor(setting)
+        where, f = self.target(setting)
         asked = config
         if config != RangeTestConfig():  # a narrowed sweep: run the range asked, unmoved
             config = replace(config, start_lr=config.start_lr / f, end_lr=config.end_lr / f)
@@ -96,7 +102,7 @@ class MovedPool(Pool):
         if self.mode == "sweep":
             own = _drop_point(raw.lrs, raw.losses)
             if own is not None:
-                f = _target_anchor(best_rate(self.tables, self.task, setting)) / own
+                f = where / own
         return Sweep([x * f for x in raw.lrs], list(raw.losses), raw.stop_reason, asked)
 
 
