@@ -385,14 +385,28 @@ def test_table_ceiling_moves_each_sweep_onto_its_settings_best_rate(monkeypatch,
         _placement.prior_interval.__defaults__, _placement.in_reach.__defaults__ = saved
     assert _placement.prior_interval(None) == _placement.PRIOR_OFFSETS
 
-    # A smoke run on one task: the offset methods in both modes, against the recorded bases.
+    # A smoke run on one task: the offset methods in every mode, against the recorded bases.
+    task = "cancer_mlp_plain_sgd_batch"  # one whose moved sweeps change the study
     run_study(
         "-m", "studies.tables.ceiling", "--seeds", "1", "--trials", "10",
-        "--tasks", "diabetes_mlp_sgd_width", "--out", str(tmp_path),
+        "--tasks", task, "--out", str(tmp_path), "--modes", "setting,sweep,none",
     )  # fmt: skip
     result = json.loads((tmp_path / "ceiling.json").read_text())
-    assert len(result["studies"]) == 4
+    assert len(result["studies"]) == 6
+    modes = ("", " [setting]", " [sweep]", " [none]")
     assert set(result["summary"]["ratios"]) == {
-        f"LR({b}) offset{v}" for b in ("TPE", "GP") for v in ("", " [setting]", " [sweep]")
+        f"LR({b}) offset{v}" for b in ("TPE", "GP") for v in modes
     }
-    assert "LR(TPE) offset [sweep]" in (tmp_path / "ceiling.md").read_text()
+    assert "LR(TPE) offset [none]" in (tmp_path / "ceiling.md").read_text()
+    # Mode "none" is the table study's own placement: the same study, run here directly.
+    from studies.tables.run import run_study as table_study
+
+    tables_path = str(ROOT / "studies" / "tables" / "results" / "tables.json")
+    direct = table_study((task, "two", "LR(TPE) offset", 0, 10, tables_path, False))
+    (none,) = [
+        r for r in result["studies"] if r["mode"] == "none" and r["method"] == "LR(TPE) offset"
+    ]
+    assert (none["trials_to_target"], none["steps_to_target"]) == (
+        direct["trials_to_target"],
+        direct["steps_to_target"],
+    )

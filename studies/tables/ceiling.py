@@ -13,6 +13,10 @@ of the same setting. This study removes them and reruns the table study's offset
 - ``sweep``: each sweep is moved by its own factor, so that its own drop point sits there:
   no scatter either (a sweep without a drop point takes its setting's factor).
 
+- ``none`` (run only when asked, ``--modes none``): the sweeps as they are, the table
+  study's placement. With ``--prior-decades`` it measures a narrower prior with the anchors
+  a real study has, against what the same prior gives with perfect ones.
+
 A setting none of whose pool sweeps has a drop point (batch 4 on three diabetes tasks) is
 left unmoved: its trials are placed as in the table study.
 
@@ -110,7 +114,9 @@ class SweepMovedPool(MovedPool):
     mode = "sweep"
 
 
-POOLS = {"setting": MovedPool, "sweep": SweepMovedPool}
+#: ``none`` leaves every sweep where it is: the table study's own placement, for the
+#: what-if priors (``--modes none --prior-decades ...``) with the anchors a study has.
+POOLS = {"setting": MovedPool, "sweep": SweepMovedPool, "none": Pool}
 
 
 def set_prior(decades: float) -> tuple[float, float]:
@@ -166,7 +172,7 @@ def summarise(records: list[dict[str, Any]], recorded: dict[str, Any]) -> dict[s
         medians[task] = row
     ratios: dict[str, Any] = {}
     for method in METHODS:
-        for name in (method, *(f"{method} [{m}]" for m in MODES)):
+        for name in (method, *(f"{method} [{m}]" for m in POOLS)):
             against = against_base(medians, name)
             if against is None:
                 continue
@@ -192,7 +198,8 @@ def write_markdown(result: dict[str, Any], path: Path) -> str:
         f"first offsets drawn from {cfg['prior_offsets']} decades. Each "
         "trial's sweep is moved so that the prior's middle lands on its setting's best "
         "seed-mean rate (`setting`: the setting's median drop point is moved there, each "
-        "sweep keeps its scatter; `sweep`: each sweep's own drop point is moved there). "
+        "sweep keeps its scatter; `sweep`: each sweep's own drop point is moved there; `none`: "
+        "not moved). "
         "Plain base samplers and the unmoved offset placement: the recorded table study "
         f"(`{cfg['recorded']}`).",
         "",
@@ -209,10 +216,9 @@ def write_markdown(result: dict[str, Any], path: Path) -> str:
             f"| {label} | {r['vs']} | {r['tasks']} | {r['trial_ratio_geomean']:.2f} | "
             f"{r['step_ratio_geomean']:.2f} | {r['tasks_later_than_base']} | {split} |"
         )
-    columns = ["TPE"]
-    columns += [f"LR(TPE) offset{v}" for v in ("", " [setting]", " [sweep]")]
-    columns += ["GP"]
-    columns += [f"LR(GP) offset{v}" for v in ("", " [setting]", " [sweep]")]
+    shown = [""] + [f" [{m}]" for m in POOLS if any(r["mode"] == m for r in result["studies"])]
+    columns = ["TPE", *(f"LR(TPE) offset{v}" for v in shown)]
+    columns += ["GP", *(f"LR(GP) offset{v}" for v in shown)]
     lines += [
         "",
         "Median trials to the target per task:",
@@ -250,8 +256,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     recorded_path = HERE / "results" / "results.json"
     recorded_all = json.loads(recorded_path.read_text())
     names = select_tasks(parser, [t.name for t in TASKS], args.tasks)
-    if not set(args.modes.split(",")) <= set(MODES):
-        parser.error(f"--modes must be among {list(MODES)}; got {args.modes!r}")
+    if not set(args.modes.split(",")) <= set(POOLS):
+        parser.error(f"--modes must be among {list(POOLS)}; got {args.modes!r}")
     if args.prior_decades is not None and not 0 < args.prior_decades <= 3:
         parser.error(f"--prior-decades must be in (0, 3]; got {args.prior_decades}")
     from optuna_lrrange.core import _placement
