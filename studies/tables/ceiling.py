@@ -12,7 +12,6 @@ of the same setting. This study removes them and reruns the table study's offset
   rate. Each sweep keeps its scatter around that median.
 - ``sweep``: each sweep is moved by its own factor, so that its own drop point sits there:
   no scatter either (a sweep without a drop point takes its setting's factor).
-
 - ``none`` (run only when asked, ``--modes none``): the sweeps as they are, the table
   study's placement. With ``--prior-decades`` it measures a narrower prior with the anchors
   a real study has, against what the same prior gives with perfect ones.
@@ -195,11 +194,11 @@ def write_markdown(result: dict[str, Any], path: Path) -> str:
         f"Command: `{cfg['command']}` ({cfg['studies']} studies in {cfg['minutes']:.1f} min; "
         f"code `{cfg['code_commit']}`). Learning rate and a second hyperparameter, "
         f"{cfg['n_seeds']} study seeds per task, at most {cfg['n_trials']} trials; the "
-        f"first offsets drawn from {cfg['prior_offsets']} decades. Each "
-        "trial's sweep is moved so that the prior's middle lands on its setting's best "
-        "seed-mean rate (`setting`: the setting's median drop point is moved there, each "
-        "sweep keeps its scatter; `sweep`: each sweep's own drop point is moved there; `none`: "
-        "not moved). "
+        f"first offsets drawn from {cfg['prior_offsets']} decades. In modes `setting` and "
+        "`sweep` each trial's sweep is moved so that the prior's middle lands on its "
+        "setting's best seed-mean rate (`setting`: the setting's median drop point is moved "
+        "there, each sweep keeps its scatter; `sweep`: each sweep's own drop point is moved "
+        "there); in mode `none` it is not moved. "
         "Plain base samplers and the unmoved offset placement: the recorded table study "
         f"(`{cfg['recorded']}`).",
         "",
