@@ -605,8 +605,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
     from studies.tables.tasks import TASKS_BY_NAME
 
     cases = [c for c in CASES if c in result["summary"]]
-    fig, axes = plt.subplots(1, len(cases), figsize=(8 * len(cases), 5), squeeze=False)
-    for ax, case in zip(axes[0], cases, strict=True):
+    n_tasks = max(len(result["summary"][c]["tasks"]) for c in cases)
+    # One panel per row, as wide as the tasks need: the names are read at an angle below.
+    fig, axes = plt.subplots(
+        len(cases), 1, figsize=(max(10.0, 0.8 * n_tasks), 5.5 * len(cases)), squeeze=False
+    )
+    for ax, case in zip(axes[:, 0], cases, strict=True):
         block = result["summary"][case]["tasks"]
         tasks = list(block)
         methods = [m for m in METHODS if any(m in block[t] for t in tasks)]
@@ -633,10 +637,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
         roles = {t: TASKS_BY_NAME[t].role for t in tasks}
         ax.set_xticklabels(
             [
-                t.replace("_", "\n") + ("\n(held out)" if roles[t] != "design" else "")
+                t + (f" ({roles[t].replace('_', '-')})" if roles[t] != "design" else "")
                 for t in tasks
             ],
             fontsize=7,
+            rotation=35,
+            ha="right",
         )
         ax.set_ylabel("trials to target (median over study seeds)")
         ax.set_title(CASE_TITLES[case], fontsize=10)
@@ -648,7 +654,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         f"censored at {result['config']['n_trials'] + 1})",
         fontsize=10,
     )
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
