@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from studies.tables.run import HERE, Pool, against_base, run_study, select_tasks
+from studies.tables.run import HERE, Pool, against_base, run_study, select
 from studies.tables.tables import GRID, POOL_SEEDS, TABLE_SEEDS, Tables
 
 MODES = ("setting", "sweep")
@@ -254,9 +254,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     recorded_path = HERE / "results" / "results.json"
     recorded_all = json.loads(recorded_path.read_text())
-    names = select_tasks(parser, [t.name for t in TASKS], args.tasks)
-    if not set(args.modes.split(",")) <= set(POOLS):
-        parser.error(f"--modes must be among {list(POOLS)}; got {args.modes!r}")
+    names = select(parser, "--tasks", [t.name for t in TASKS], args.tasks)
+    modes = select(parser, "--modes", list(POOLS), args.modes)
     if args.prior_decades is not None and not 0 < args.prior_decades <= 3:
         parser.error(f"--prior-decades must be in (0, 3]; got {args.prior_decades}")
     from optuna_lrrange.core import _placement
@@ -267,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     tables_path = HERE / "results" / "tables.json"
     jobs = [
         (mode, args.prior_decades, task, "two", method, seed, args.trials, str(tables_path), False)
-        for mode in args.modes.split(",")
+        for mode in modes
         for method in METHODS
         for task in names
         for seed in range(args.seeds)

@@ -264,16 +264,16 @@ def against_base(per_task: dict[str, Any], method: str) -> dict[str, Any] | None
     }
 
 
-def select_tasks(
-    parser: argparse.ArgumentParser, names: list[str], wanted: str | None
+def select(
+    parser: argparse.ArgumentParser, flag: str, names: list[str], wanted: str | None
 ) -> list[str]:
-    """The tasks of ``names`` that ``--tasks`` (``wanted``, comma-separated) names, in
+    """The entries of ``names`` that ``flag`` (``wanted``, comma-separated) names, in
     their order; all of them when it is not given. An unknown name is a parser error."""
     if not wanted:
         return names
     unknown = sorted(set(wanted.split(",")) - set(names))
     if unknown:
-        parser.error(f"--tasks must name tasks among {names}; got unknown {unknown}")
+        parser.error(f"{flag} must name entries among {names}; got unknown {unknown}")
     return [n for n in names if n in wanted.split(",")]
 
 
@@ -675,13 +675,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from studies.tables.tasks import TASKS
 
-    names = select_tasks(parser, [t.name for t in TASKS], args.tasks)
-    methods = list(METHODS)
-    if args.methods:
-        unknown = sorted(set(args.methods.split(",")) - set(METHODS))
-        if unknown:
-            parser.error(f"--methods must be among {list(METHODS)}; got unknown {unknown}")
-        methods = [m for m in METHODS if m in args.methods.split(",")]
+    names = select(parser, "--tasks", [t.name for t in TASKS], args.tasks)
+    methods = select(parser, "--methods", list(METHODS), args.methods)
     if args.quick:
         names = list(QUICK_TASKS) if not args.tasks else names
         methods = [m for m in methods if base_of(m) != "GP"]
